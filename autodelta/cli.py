@@ -1,0 +1,106 @@
+"""The ``autodelta`` command line: argument parsing only; the work lives in the modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from autodelta.errors import AutodeltaError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Automatic Δ-DiT cache schedules for Diffusion Transformers.")
+
+
+def _labels(text: Optional[str], default: list[int]) -> list[int]:
+    if text is None:
+        return default
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise AutodeltaError(f"--class-labels {text!r} is not a comma-separated list of integers, e.g. 207,360") from None
+
+
+@app.command("apply")
+def apply_cmd(
+    schedule_path: Path = typer.Argument(..., metavar="SCHEDULE.yaml", help="Schedule file to apply."),
+    compare: bool = typer.Option(False, "--compare", help="Also generate with full compute and compare."),
+    seed: int = typer.Option(0, help="Seed of the initial noise."),
+    class_labels: Optional[str] = typer.Option(None, "--class-labels", help="Comma-separated class ids."),
+    out: Path = typer.Option(Path("out/apply"), help="Folder for the images."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Build the architecture with random weights."),
+    dtype: str = typer.Option("fp32", help="fp32, bf16 or fp16."),
+) -> None:
+    """Generate with a schedule; with --compare, also with full compute, and report speed-up and PSNR."""
+    from autodelta.commands import run_apply
+
+    run_apply(schedule_path, compare=compare, seed=seed, class_labels=class_labels, out=out,
+              random_weights=random_weights, dtype=dtype)
+
+
+@app.command("show")
+def show_cmd(
+    schedule_path: Path = typer.Argument(..., metavar="SCHEDULE.yaml"),
+    png: Optional[Path] = typer.Option(None, help="Also write the steps × blocks map as a PNG."),
+) -> None:
+    """Print a schedule's plan as a steps × blocks map (computed / Δ-cached)."""
+    from autodelta.commands import run_show
+
+    run_show(schedule_path, png)
+
+
+@app.command("profile")
+def profile_cmd(
+    model: str = typer.Option("dit-xl", help="Profile name or path to a profile YAML."),
+    write: bool = typer.Option(False, "--write", help="Store the measured cost in the profile file."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Build the architecture with random weights."),
+    dtype: str = typer.Option("fp32", help="Dtype for the latency measurement."),
+    batch: int = typer.Option(2, help="Batch size for the latency measurement (2 = one image with CFG)."),
+    repeats: int = typer.Option(3, help="Timed repeats (median) after one warm-up call."),
+) -> None:
+    """Measure per-block MACs (fvcore, attention counted) and latency of a model."""
+    from autodelta.commands import run_profile
+
+    run_profile(model, write=write, random_weights=random_weights, dtype=dtype, batch=batch, repeats=repeats)
+
+
+@app.command("rule")
+def rule_cmd(
+    model: str = typer.Option("dit-xl", help="Profile name or path to a profile YAML."),
+    budget: str = typer.Option("1.6x", help="Speed budget: '1.6x' or '62.5%'."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps T (default: the profile's)."),
+    out: Path = typer.Option(Path("schedule.yaml"), help="Where to write the paper's schedule."),
+) -> None:
+    """Write the paper's hand-set Δ-DiT schedule for a budget (N and N_c by the paper's rule)."""
+    from autodelta.commands import run_rule
+
+    run_rule(model, budget, steps, out)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point: user mistakes become one line on stderr and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except AutodeltaError as exc:
+        print(f"autodelta: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("autodelta: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

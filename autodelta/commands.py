@@ -1,0 +1,139 @@
+"""What each CLI command does, in terms of the library modules (cli.py only parses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from autodelta.errors import AutodeltaError, ScheduleError
+from autodelta.files import atomic_write, dump_yaml, ensure_writable_dir
+
+
+def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Optional[str], out: Path,
+              random_weights: bool, dtype: str) -> None:
+    import torch
+
+    from autodelta.cli import _labels
+    from autodelta.generation import generate, psnr
+    from autodelta.models import load_profile, parse_dtype
+    from autodelta.report import difference_heatmap, save_image_grid
+    from autodelta.runtime import apply
+    from autodelta.schedule import load_schedule
+
+    schedule = load_schedule(schedule_path)
+    torch_dtype = parse_dtype(dtype)
+    out = ensure_writable_dir(out)
+    profile = load_profile(schedule.model)
+    if profile.num_blocks != schedule.num_blocks:
+        raise ScheduleError(
+            f"model {profile.name} has N_b={profile.num_blocks} blocks but the schedule has N_b={schedule.num_blocks}"
+        )
+    labels = _labels(class_labels, list(profile.conditions[:2]) or [0])
+    if random_weights and profile.pretrained:
+        print(f"note: {profile.name} built with random weights: images are noise, timings and MACs are real")
+    pipe = profile.load_pipeline(random_weights=random_weights, dtype=torch_dtype, scheduler=schedule.scheduler)
+    guidance = schedule.guidance_scale if schedule.guidance_scale is not None else profile.guidance_scale
+    cost = profile.cost_model() or _measured_cost(profile)
+    with torch.no_grad():  # warm-up: first calls pay one-off allocation costs
+        pipe.transformer(**profile.example_inputs(batch=2 * len(labels), dtype=torch_dtype), return_dict=False)
+    full = generate(pipe, profile, labels, seed, schedule.steps, guidance) if compare else None
+    with apply(pipe, schedule, cost=cost) as handle:
+        cached = generate(pipe, profile, labels, seed, schedule.steps, guidance)
+    save_image_grid([("schedule", cached.images)], out / "schedule.png")
+    print(f"schedule: {schedule_path} ({schedule.model}, T={schedule.steps}, {schedule.full_steps} full steps)")
+    print(f"runtime:  {handle.stats}")
+    print(f"MACs speed-up:       {cost.speedup(schedule.plan):.3f}x")
+    if full is not None:
+        wall_tr = full.transformer_s / cached.transformer_s
+        wall_pipe = full.pipeline_s / cached.pipeline_s
+        print(f"wall speed-up:       transformer {wall_tr:.3f}x ({full.transformer_s:.2f}s -> "
+              f"{cached.transformer_s:.2f}s), pipeline {wall_pipe:.3f}x ({full.pipeline_s:.2f}s -> {cached.pipeline_s:.2f}s)")
+        print(f"PSNR to full:        {psnr(cached.images, full.images):.2f} dB")
+        save_image_grid(
+            [("full", full.images), ("schedule", cached.images),
+             ("|difference|", difference_heatmap(cached.images, full.images))],
+            out / "compare.png",
+        )
+        print(f"wrote {out / 'compare.png'}")
+    print(f"wrote {out / 'schedule.png'}")
+
+
+def _measured_cost(profile: "object") -> "object":
+    """Cost of a profile that has no stored cost section: count MACs now (no latency)."""
+    from autodelta.cost import CostModel
+    from autodelta.profiler import profile_macs
+
+    transformer = profile.build_transformer()  # type: ignore[attr-defined]
+    measured = profile_macs(transformer, profile.example_inputs(batch=1))  # type: ignore[attr-defined]
+    return CostModel(tuple(measured.blocks_macs), measured.pre_macs, measured.post_macs,
+                     cfg_factor=profile.cfg_factor)  # type: ignore[attr-defined]
+
+
+def run_show(schedule_path: Path, png: Optional[Path]) -> None:
+    from autodelta.report import plan_map_text, save_plan_png
+    from autodelta.schedule import load_schedule
+
+    schedule = load_schedule(schedule_path)
+    print(f"{schedule.model} (N_b={schedule.num_blocks}), {schedule.scheduler}, T={schedule.steps}, "
+          f"guidance {schedule.guidance_scale}")
+    if schedule.params:
+        print("params: " + ", ".join(f"{k}={v}" for k, v in schedule.params.items()))
+    if schedule.cost:
+        print(f"cost: {schedule.cost.get('speedup')}x MACs speed-up")
+    print(plan_map_text(schedule))
+    if png is not None:
+        save_plan_png(schedule, png)
+        print(f"wrote {png}")
+
+
+def run_profile(model: str, *, write: bool, random_weights: bool, dtype: str, batch: int, repeats: int) -> None:
+    import torch
+
+    from autodelta.models import load_profile, parse_dtype
+    from autodelta.profiler import profile
+
+    spec = load_profile(model)
+    torch_dtype = parse_dtype(dtype)
+    if batch < 1 or repeats < 1:
+        raise AutodeltaError("--batch and --repeats must be at least 1")
+    if spec.weights is not None or (spec.pretrained and not random_weights):
+        transformer = spec.load_pipeline(dtype=torch_dtype).transformer
+    else:
+        transformer = spec.build_transformer().to(torch_dtype)
+    inputs = spec.example_inputs(batch=batch, dtype=torch_dtype)
+    result = profile(transformer, inputs, spec.blocks_attr, repeats=repeats, progress=True, resolution=spec.resolution)
+    blocks = result.blocks_macs
+    print(f"{spec.name}: {result.total_macs / 1e9:.3f} GMACs per sample per call "
+          f"(pre {result.pre_macs / 1e9:.4f}, blocks {sum(blocks) / 1e9:.3f} = {len(blocks)} x "
+          f"{min(blocks) / 1e9:.4f}..{max(blocks) / 1e9:.4f}, post {result.post_macs / 1e9:.4f})")
+    share = sum(result.blocks_ms or []) / (result.call_ms or 1.0)
+    print(f"latency: {result.call_ms:.1f} ms per call at batch {batch} {dtype} on {torch.get_num_threads()} threads; "
+          f"blocks {share:.1%} of it, median block {sorted(result.blocks_ms or [0])[len(blocks) // 2]:.2f} ms")
+    if write:
+        spec.write_cost(result.as_dict())
+        print(f"wrote cost to {spec.path}")
+
+
+def run_rule(model: str, budget_text: str, steps: Optional[int], out: Path) -> None:
+    from autodelta.cost import paper_rule, parse_budget
+    from autodelta.models import load_profile
+    from autodelta.schedule import Schedule, paper_boundary
+
+    spec = load_profile(model)
+    budget = parse_budget(budget_text)
+    cost = spec.cost_model()
+    if cost is None:
+        raise AutodeltaError(f"profile {spec.name} has no cost yet; run `autodelta profile --model {spec.name} --write`")
+    steps = steps or spec.steps
+    params = paper_rule(cost, steps, budget)
+    plan = params.plan(steps, spec.num_blocks)
+    _, boundary_note = paper_boundary(steps)
+    schedule = Schedule(
+        model=spec.name, pretrained=spec.pretrained, num_blocks=spec.num_blocks, scheduler=spec.scheduler,
+        steps=steps, guidance_scale=spec.guidance_scale, plan=plan,
+        params={**params.as_dict(), "source": f"paper rule at budget {budget}", "boundary_rule": boundary_note},
+        cost=cost.summary(plan), provenance={"study": None, "trial": None},
+    )
+    schedule.save(out)
+    print(f"N={params.interval}, N_c={params.cached_blocks}, b={params.boundary}: "
+          f"{cost.speedup(plan):.3f}x MACs speed-up; wrote {out}")

@@ -1,0 +1,82 @@
+"""One timed generation through a profile's pipeline, with the transformer's own time split out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from autodelta.errors import ModelError
+from autodelta.models import Profile
+
+
+@dataclass
+class Generation:
+    images: np.ndarray  # [N, H, W, C] in [0, 1]
+    pipeline_s: float
+    transformer_s: float
+
+
+class TransformerTimer:
+    """Accumulates wall time spent inside ``transformer.forward`` (synchronising on CUDA)."""
+
+    def __init__(self, transformer: torch.nn.Module) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+        self._cuda = next(transformer.parameters()).is_cuda
+        self._handles = [
+            transformer.register_forward_pre_hook(self._before),
+            transformer.register_forward_hook(self._after),
+        ]
+
+    def _sync(self) -> None:
+        if self._cuda:
+            torch.cuda.synchronize()
+
+    def _before(self, *_: Any) -> None:
+        self._sync()
+        self._start = time.perf_counter()
+
+    def _after(self, *_: Any) -> None:
+        self._sync()
+        self.seconds += time.perf_counter() - self._start
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def generate(pipe: Any, profile: Profile, conditions: Sequence[Any], seed: int, steps: int | None = None,
+             guidance_scale: float | None = None) -> Generation:
+    """Generate one image per condition with a seeded generator; returns images and timings."""
+    steps = steps or profile.steps
+    guidance = profile.guidance_scale if guidance_scale is None else guidance_scale
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    timer = TransformerTimer(pipe.transformer)
+    try:
+        start = time.perf_counter()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # stochastic schedulers (LCM) draw from the global generator
+            if profile.pipeline == "DiTPipeline":
+                out = pipe(class_labels=list(conditions), guidance_scale=guidance, generator=generator,
+                           num_inference_steps=steps, output_type="np")
+            else:
+                raise ModelError(f"profile {profile.name}: generation with {profile.pipeline} is not supported; use a DiTPipeline profile")
+        elapsed = time.perf_counter() - start
+    finally:
+        timer.close()
+    images = np.asarray(out.images, dtype=np.float32)
+    if images.ndim == 3:
+        images = images[..., None]
+    return Generation(images=images, pipeline_s=elapsed, transformer_s=timer.seconds)
+
+
+def psnr(images: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR in dB of images in [0, 1] against a reference (torchmetrics); ``inf`` when identical."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    value = peak_signal_noise_ratio(torch.from_numpy(images), torch.from_numpy(reference), data_range=1.0)
+    return float(value)
