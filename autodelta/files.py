@@ -37,7 +37,10 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
     ensure_writable_dir(target.parent if str(target.parent) else ".")
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()

@@ -144,7 +144,13 @@ class Profile:
                     "to run the same architecture with random weights"
                 ) from None
             pipe.scheduler = self.build_scheduler(scheduler)
-        pipe = pipe.to(dtype=dtype)
+        if dtype != torch.float32:
+            previous = diffusers.utils.logging.get_verbosity()
+            diffusers.utils.logging.set_verbosity_error()  # "modules to keep in fp32: []" is noise here
+            try:
+                pipe = pipe.to(dtype=dtype)
+            finally:
+                diffusers.utils.logging.set_verbosity(previous)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

@@ -38,22 +38,24 @@ def sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
 class _Call(torch.nn.Module):
     """Adapts a module called with keyword arguments to fvcore's positional tracing."""
 
-    def __init__(self, module: torch.nn.Module, names: Sequence[str], fixed: dict[str, Any]) -> None:
+    def __init__(self, module: torch.nn.Module, positional: int, names: Sequence[str], fixed: dict[str, Any]) -> None:
         super().__init__()
-        self.module, self.names, self.fixed = module, list(names), fixed
+        self.module, self.positional, self.names, self.fixed = module, positional, list(names), fixed
 
     def forward(self, *tensors: torch.Tensor) -> Any:
-        out = self.module(**dict(zip(self.names, tensors)), **self.fixed)
+        args, named = tensors[: self.positional], tensors[self.positional :]
+        out = self.module(*args, **dict(zip(self.names, named)), **self.fixed)
         if isinstance(out, tuple):
             return out[0]
         return getattr(out, "sample", out)
 
 
-def count_macs(module: torch.nn.Module, kwargs: dict[str, Any]) -> FlopCountAnalysis:
-    """fvcore analysis of ``module(**kwargs)`` with the SDPA handle; tensors traced, the rest fixed."""
+def count_macs(module: torch.nn.Module, kwargs: dict[str, Any], args: tuple[torch.Tensor, ...] = ()) -> FlopCountAnalysis:
+    """fvcore analysis of ``module(*args, **kwargs)`` with the SDPA handle; tensors traced, the rest fixed."""
     names = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
     fixed = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
-    analysis = FlopCountAnalysis(_Call(module, names, fixed), tuple(kwargs[k] for k in names))
+    inputs = tuple(args) + tuple(kwargs[k] for k in names)
+    analysis = FlopCountAnalysis(_Call(module, len(args), names, fixed), inputs)
     analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_macs)
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     return analysis
@@ -122,7 +124,7 @@ def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_at
     blocks = find_blocks(transformer, blocks_attr)
     batch = int(inputs["hidden_states"].shape[0])
     captured: list[dict[str, Any]] = []
-    order: list[str] = []
+    order: list[tuple[str, torch.nn.Module, tuple[Any, ...], dict[str, Any]]] = []
     handles = [
         block.register_forward_pre_hook(
             lambda mod, args, kwargs: captured.append(_block_kwargs(args, kwargs)), with_kwargs=True
@@ -130,7 +132,11 @@ def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_at
         for block in blocks
     ]
     for name, child in transformer.named_children():
-        handles.append(child.register_forward_pre_hook(lambda mod, args, name=name: order.append(name)))
+        if name != blocks_attr:
+            handles.append(child.register_forward_pre_hook(
+                lambda mod, args, kwargs, name=name: order.append((name, mod, args, kwargs)), with_kwargs=True))
+    handles.append(blocks[0].register_forward_pre_hook(
+        lambda mod, args: order.append((blocks_attr, mod, (), {}))))
     try:
         with torch.no_grad():
             transformer(**inputs, return_dict=False)
@@ -141,12 +147,15 @@ def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_at
     with torch.no_grad():
         whole = count_macs(transformer, {**inputs, "return_dict": False})
         total = whole.total()
-        by_module = whole.by_module()
         block_macs = []
         for block, kwargs in tqdm(list(zip(blocks, captured)), desc="MACs per block", disable=not progress):
             block_macs.append(count_macs(block, kwargs).total() / batch)
-    first_block = order.index(blocks_attr) if blocks_attr in order else len(order)
-    pre = sum(by_module.get(f"module.{name}", 0) for name in dict.fromkeys(order[:first_block]) if name != blocks_attr)
+        names = [entry[0] for entry in order]
+        first_block = names.index(blocks_attr)
+        pre = 0.0
+        for _, module, args, kwargs in order[:first_block]:  # modules that run before the first block
+            tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
+            pre += count_macs(module, kwargs, tensors).total()
     pre_macs = pre / batch
     post_macs = total / batch - pre_macs - sum(block_macs)
     return CostProfile(blocks_macs=block_macs, pre_macs=pre_macs, post_macs=post_macs)

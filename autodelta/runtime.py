@@ -48,6 +48,7 @@ class RuntimeStats:
     blocks_skipped: int = 0
     macs_saved: float | None = None
     macs_run: float | None = None
+    peak_cache_bytes: int = 0
 
     @property
     def skipped_share(self) -> float:
@@ -220,6 +221,8 @@ class _DeltaBlockHook(ModelHook):
                 for rng in records_out:
                     start = state.inputs.pop((state.call_in_step, rng))
                     state.deltas[(state.call_in_step, rng)] = out - start
+                held = sum(t.nbytes for t in state.deltas.values())
+                state.stats.peak_cache_bytes = max(state.stats.peak_cache_bytes, held)
             return out
         hidden = args[0] if args else kwargs["hidden_states"]
         if action == _SKIP:

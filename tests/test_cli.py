@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from autodelta.cli import main
+from autodelta.schedule import load_schedule
+from tests.conftest import make_schedule, paper_schedule
+from autodelta.schedule import CachedRange
+from autodelta.cost import paper_rule, parse_budget
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("autodelta: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.fixture()
+def paper_file(tmp_path, profile):
+    """The paper's 1.6x schedule for dit-test, N and N_c by the paper's rule on its profiled cost."""
+    cost = profile.cost_model()
+    params = paper_rule(cost, 20, parse_budget("1.6x"))
+    plan = params.plan(20, 28)
+    path = tmp_path / "paper.yaml"
+    make_schedule(list(plan), params=params.as_dict(), cost=cost.summary(plan)).save(path)
+    return path
+
+
+def test_apply_compare_end_to_end(capsys, tmp_path, paper_file):
+    code, out, err = run_cli(capsys, "apply", str(paper_file), "--compare", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    speed = float(out.split("MACs speed-up:")[1].split("x")[0])
+    assert speed >= 1.6
+    assert "PSNR to full:" in out and "wall speed-up:" in out
+    assert (tmp_path / "o" / "compare.png").stat().st_size > 1000
+
+
+def test_show_prints_the_map_and_writes_png(capsys, tmp_path, paper_file):
+    code, out, _ = run_cli(capsys, "show", str(paper_file), "--png", str(tmp_path / "p.png"))
+    assert code == 0
+    rows = [line for line in out.splitlines() if line[:4].strip().isdigit()]
+    assert len(rows) == 20
+    n_c = load_schedule(paper_file).params["N_c"]
+    assert rows[1].split()[1] == "█" * (28 - n_c) + "·" * n_c  # outline stage: rear blocks cached
+    assert rows[13].split()[1] == "·" * n_c + "█" * (28 - n_c)  # detail stage: front blocks cached
+    assert (tmp_path / "p.png").exists()
+
+
+def test_rule_writes_a_loadable_schedule_that_meets_the_budget(capsys, tmp_path):
+    out = tmp_path / "rule.yaml"
+    code, stdout, err = run_cli(capsys, "rule", "--model", "dit-test", "--budget", "62.5%", "--out", str(out))
+    assert code == 0, err
+    schedule = load_schedule(out)
+    assert schedule.cost["speedup"] >= 1.6 and schedule.params["N"] == 2
+
+
+def _bad(tmp_path, doc_or_text):
+    path = tmp_path / f"bad{len(list(tmp_path.glob('bad*.yaml')))}.yaml"
+    path.write_text(doc_or_text if isinstance(doc_or_text, str) else yaml.safe_dump(doc_or_text))
+    return str(path)
+
+
+def test_bad_inputs_give_one_line_and_exit_2(capsys, tmp_path, paper_file):
+    doc = paper_schedule().to_dict()
+    cases = [
+        (["apply", str(tmp_path / "missing.yaml")], ["does not exist"]),
+        (["apply", _bad(tmp_path, "a: [1,\n")], ["not valid YAML"]),
+        (["show", _bad(tmp_path, {**doc, "format": "other@1"})], ["format is 'other@1'"]),
+        (["show", _bad(tmp_path, {**doc, "plan": [{"delta": [0, 3]}] + doc["plan"][1:]})], ["step 0 must be full"]),
+        (["show", _bad(tmp_path, {**doc, "plan": ["full", {"delta": [27, 3]}] + doc["plan"][2:]})], ["outside [0, 28)"]),
+        (["show", _bad(tmp_path, {**doc, "plan": doc["plan"][:5]})], ["plan has 5 steps but sampler.steps is 20"]),
+        (["rule", "--model", "nosuch"], ["unknown model 'nosuch'", "dit-test", "dit-xl"]),
+        (["rule", "--model", "dit-test", "--budget", "abc"], ["'abc' is not understood"]),
+        (["rule", "--model", "dit-test", "--budget", "0.9x"], ["slow-down"]),
+        (["rule", "--model", "dit-test", "--budget", "150%"], ["not a share"]),
+        (["apply", str(paper_file), "--out", str(paper_file / "sub")], ["not writable"]),
+        (["apply", str(paper_file), "--dtype", "int8"], ["dtype 'int8'"]),
+    ]
+    for argv, needles in cases:
+        code, _, err = run_cli(capsys, *argv)
+        assert_one_line_error(code, err, *needles)
+
+
+def test_block_count_mismatch_and_missing_weights(capsys, tmp_path):
+    small = tmp_path / "small.yaml"
+    make_schedule([None, CachedRange(0, 4)], num_blocks=12).save(small)
+    code, _, err = run_cli(capsys, "apply", str(small), "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "N_b=28", "N_b=12")
+    xl = tmp_path / "xl.yaml"
+    make_schedule([None, CachedRange(0, 4)], model="dit-xl").save(xl)
+    code, _, err = run_cli(capsys, "apply", str(xl), "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "facebook/DiT-XL-2-256", "--random-weights")
+
+
+def test_output_file_is_never_half_written(capsys, tmp_path):
+    out = tmp_path / "rule.yaml"
+    out.write_text("previous content")
+    code, _, _ = run_cli(capsys, "rule", "--model", "dit-test", "--budget", "abc", "--out", str(out))
+    assert code == 2 and out.read_text() == "previous content"
