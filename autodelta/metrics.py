@@ -1,0 +1,105 @@
+"""Quality metrics of generated images against the full-compute reference, by name.
+
+Images are ``[N, C, H, W]`` tensors in [0, 1]. Each metric returns one value per item;
+the search picks its objective by registered name (default ``psnr``). Besides PSNR and
+SSIM (torchmetrics) it has the paper's two stage measures, computed on images: Sobel
+average gradient (outline) and DFT high-frequency energy (detail), each as a relative
+error to the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from autodelta.errors import AutodeltaError
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+    per_item: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    description: str
+
+
+def _psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    return torch.stack([
+        peak_signal_noise_ratio(x[None], r[None], data_range=1.0) for x, r in zip(images, reference)
+    ])
+
+
+def _ssim(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    side = min(images.shape[-2:])
+    kernel = max(3, min(11, side // 2 * 2 - 1))
+    return structural_similarity_index_measure(images, reference, data_range=1.0, kernel_size=kernel,
+                                               reduction="none")
+
+
+def _mse(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    return ((images - reference) ** 2).flatten(1).mean(1)
+
+
+def average_gradient(images: torch.Tensor) -> torch.Tensor:
+    """Mean Sobel gradient magnitude per image: how much outline an image has."""
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+    kernel = torch.stack([kx, kx.T])[:, None].to(images)
+    gray = images.mean(1, keepdim=True)
+    grad = F.conv2d(gray, kernel, padding=1)
+    return grad.pow(2).sum(1).sqrt().flatten(1).mean(1)
+
+
+def high_frequency_energy(images: torch.Tensor, cutoff: float = 0.25) -> torch.Tensor:
+    """Share of DFT energy above ``cutoff`` × the Nyquist radius: how much detail an image has."""
+    gray = images.mean(1)
+    spectrum = torch.fft.fftshift(torch.fft.fft2(gray), dim=(-2, -1)).abs() ** 2
+    h, w = gray.shape[-2:]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    high = (yy**2 + xx**2).sqrt() > cutoff
+    return spectrum[:, high].sum(1) / spectrum.flatten(1).sum(1).clamp_min(1e-12)
+
+
+def _relative_error(measure: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def error(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        ref = measure(reference)
+        return (measure(images) - ref).abs() / ref.abs().clamp_min(1e-8)
+    return error
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in [
+        Metric("psnr", True, _psnr, "PSNR to full compute, dB (inf when identical)"),
+        Metric("ssim", True, _ssim, "SSIM to full compute"),
+        Metric("mse", False, _mse, "mean squared error to full compute, in the model's output space"),
+        Metric("sobel_rel_err", False, _relative_error(average_gradient),
+               "relative error of the Sobel average gradient (outline)"),
+        Metric("dft_hf_rel_err", False, _relative_error(high_frequency_energy),
+               "relative error of DFT high-frequency energy (detail)"),
+    ]
+}
+
+
+def get_metric(name: str) -> Metric:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise AutodeltaError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}") from None
+
+
+def aggregate(name: str, values: torch.Tensor) -> float:
+    """One number per metric: PSNR averages the MSE first (so one identical item is not inf)."""
+    if name == "psnr":
+        finite = torch.isfinite(values)
+        if not finite.any():
+            return float("inf")
+        mse = (10 ** (-values / 10)).mean()  # data range 1: PSNR = -10 log10(MSE)
+        return float(-10 * torch.log10(mse)) if mse > 0 else float("inf")
+    return float(values.mean())
