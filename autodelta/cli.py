@@ -79,6 +79,46 @@ def rule_cmd(
     run_rule(model, budget, steps, out)
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    schedule_path: Path = typer.Argument(..., metavar="SCHEDULE.yaml"),
+    calib: Optional[int] = typer.Option(None, help="Calibration items (conditions x seeds); default: all."),
+    heldout: bool = typer.Option(False, "--heldout", help="Use the held-out seeds instead of the calibration ones."),
+    metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names; default: all available."),
+    out: Path = typer.Option(Path("out/evaluate"), help="Folder for the image grid."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Build the architecture with random weights."),
+) -> None:
+    """Score a schedule against full compute on the calibration (or held-out) set."""
+    from autodelta.commands import run_evaluate
+
+    run_evaluate(schedule_path, calib=calib, heldout=heldout, metrics=metrics, out=out, random_weights=random_weights)
+
+
+@app.command("search")
+def search_cmd(
+    model: str = typer.Option("tiny-dit", help="Profile name or path to a profile YAML."),
+    budget: str = typer.Option("1.6x", help="Speed budget: '1.6x' or '62.5%'."),
+    trials: int = typer.Option(60, help="Completed trials the study should reach (a rerun resumes)."),
+    space: str = typer.Option("free-steps", help="Search space name or YAML path."),
+    metric: str = typer.Option("psnr", help="Quality objective (a registered metric name)."),
+    calib: Optional[int] = typer.Option(None, help="Calibration items; default: all the profile defines."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL; default: SQLite in --out."),
+    study: Optional[str] = typer.Option(None, help="Study name; default: MODEL-SPACE-BUDGET."),
+    jobs: int = typer.Option(1, help="Worker processes on the same study."),
+    out: Path = typer.Option(Path("out/search"), help="Folder for the study and the outputs."),
+    seed: int = typer.Option(0, help="Sampler seed."),
+    sampler: str = typer.Option("tpe", help="tpe, nsga2 or random."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Build the architecture with random weights."),
+    resume_any: bool = typer.Option(False, "--resume-any", help="Continue a study made with other settings."),
+) -> None:
+    """Search the Pareto set of quality vs MACs and write the best schedule within the budget."""
+    from autodelta.commands import run_search
+
+    run_search(model, budget_text=budget, trials=trials, space_name=space, metric=metric, calib=calib,
+               storage=storage, study=study, jobs=jobs, out=out, seed=seed, random_weights=random_weights,
+               resume_any=resume_any, sampler=sampler)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: user mistakes become one line on stderr and exit code 2."""
     try:

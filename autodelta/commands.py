@@ -137,3 +137,128 @@ def run_rule(model: str, budget_text: str, steps: Optional[int], out: Path) -> N
     schedule.save(out)
     print(f"N={params.interval}, N_c={params.cached_blocks}, b={params.boundary}: "
           f"{cost.speedup(plan):.3f}x MACs speed-up; wrote {out}")
+
+
+# --- evaluate and search ---------------------------------------------------------------------
+from dataclasses import dataclass  # noqa: E402
+
+
+@dataclass(frozen=True)
+class EvaluatorFactory:
+    """Builds a :class:`DiffusionEvaluator` in any process (``--jobs`` workers pickle this)."""
+
+    model: str
+    random_weights: bool = False
+    calib: Optional[int] = None
+    heldout: bool = False
+    metrics: Optional[tuple[str, ...]] = None
+    cache_dir: Optional[str] = None
+    prefix_reuse: bool = True
+
+    def __call__(self):  # noqa: ANN204
+        import torch
+
+        from autodelta.evaluation import CalibrationSet, DiffusionEvaluator
+        from autodelta.models import load_profile
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        profile = load_profile(self.model)
+        pipe = profile.load_pipeline(random_weights=self.random_weights)
+        calibration = CalibrationSet.from_profile(profile, self.calib, heldout=self.heldout)
+        return DiffusionEvaluator(profile, pipe, calibration, metrics=self.metrics, cache_dir=self.cache_dir,
+                                  prefix_reuse=self.prefix_reuse)
+
+
+def _default_cache_dir() -> str:
+    import os
+
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "autodelta", "references")
+
+
+def _warn_random(profile: "object", random_weights: bool) -> None:
+    if random_weights and getattr(profile, "pretrained", None):
+        print(f"warning: {profile.name} runs with random weights: its quality numbers are meaningless "  # type: ignore[attr-defined]
+              "(costs and timings are real); use tiny-dit for quality")
+
+
+def run_evaluate(schedule_path: Path, *, calib: Optional[int], heldout: bool, metrics: Optional[str],
+                 out: Path, random_weights: bool) -> None:
+    from autodelta.models import load_profile
+    from autodelta.report import difference_heatmap, save_image_grid
+    from autodelta.schedule import load_schedule
+
+    schedule = load_schedule(schedule_path)
+    profile = load_profile(schedule.model)
+    _check_schedule_fits(schedule, profile)
+    out = ensure_writable_dir(out)
+    _warn_random(profile, random_weights)
+    names = tuple(m.strip() for m in metrics.split(",")) if metrics else None
+    evaluator = EvaluatorFactory(schedule.model, random_weights, calib, heldout, names, _default_cache_dir())()
+    result = evaluator.evaluate(schedule.plan)
+    full = evaluator.score([None] * schedule.steps, evaluator.reference)
+    which = "held-out" if heldout else "calibration"
+    print(f"{schedule_path}: {schedule.model}, {len(evaluator.calibration)} {which} items, "
+          f"{result.speedup:.3f}x MACs speed-up")
+    print(f"{'metric':<22}{'schedule':>12}{'full compute':>14}")
+    for name, value in result.metrics.items():
+        print(f"{name:<22}{value:>12.4f}{full.metrics[name]:>14.4f}")
+    images = evaluator.generate(schedule.plan).permute(0, 2, 3, 1).numpy()
+    reference = evaluator.reference.permute(0, 2, 3, 1).numpy()
+    shown = slice(0, min(10, len(images)))
+    save_image_grid([("full compute", reference[shown]), ("schedule", images[shown]),
+                     ("|difference|", difference_heatmap(images[shown], reference[shown]))], out / "evaluate.png")
+    print(f"wrote {out / 'evaluate.png'}")
+
+
+def _check_schedule_fits(schedule: "object", profile: "object") -> None:
+    if profile.num_blocks != schedule.num_blocks:  # type: ignore[attr-defined]
+        raise ScheduleError(f"model {profile.name} has N_b={profile.num_blocks} blocks but the schedule "  # type: ignore[attr-defined]
+                            f"has N_b={schedule.num_blocks}")  # type: ignore[attr-defined]
+    if profile.steps != schedule.steps:  # type: ignore[attr-defined]
+        raise ScheduleError(f"profile {profile.name} samples {profile.steps} steps but the schedule has "  # type: ignore[attr-defined]
+                            f"{schedule.steps}; use a schedule made for {profile.steps} steps")  # type: ignore[attr-defined]
+
+
+def run_search(model: str, *, budget_text: str, trials: int, space_name: str, metric: str, calib: Optional[int],
+               storage: Optional[str], study: Optional[str], jobs: int, out: Path, seed: int, random_weights: bool,
+               resume_any: bool, sampler: str) -> None:
+    from autodelta.cost import parse_budget
+    from autodelta.metrics import get_metric
+    from autodelta.models import load_profile
+    from autodelta.search import SearchSettings, check_budget_reachable, open_study, spawn_workers
+    from autodelta.search import run_search as search
+    from autodelta.search_outputs import write_outputs
+    from autodelta.spaces import load_space
+
+    profile = load_profile(model)
+    budget = parse_budget(budget_text)
+    space = load_space(space_name, profile.steps, profile.num_blocks)
+    get_metric(metric)
+    if trials < 1 or jobs < 1:
+        raise AutodeltaError("--trials and --jobs must be at least 1")
+    out = ensure_writable_dir(out)
+    _warn_random(profile, random_weights)
+    settings = SearchSettings(
+        budget=budget, space=space, metric=metric, trials=trials,
+        storage=storage or f"sqlite:///{(out / 'study.db').resolve()}",
+        study_name=study or f"{profile.name}-{space.name}-{budget.text}", sampler=sampler, seed=seed,
+        resume_any=resume_any, model=profile.name,
+    )
+    cost = profile.cost_model()
+    if cost is None:
+        raise AutodeltaError(f"profile {profile.name} has no cost yet; run `autodelta profile --model {profile.name} --write`")
+    check_budget_reachable(space, cost, profile.steps, budget)
+    open_study(settings)  # refuses a bad storage URL or a study made for other settings, before any work
+    factory = EvaluatorFactory(profile.name, random_weights, calib, False, None, _default_cache_dir())
+    print(f"search: {profile.name}, budget {budget}, space {space.name} ({space.family}), metric {metric}, "
+          f"{trials} trials, storage {settings.storage}, study {settings.study_name}")
+    evaluator = factory()
+    print(f"reference: {len(evaluator.calibration)} calibration items, full compute, cached in {factory.cache_dir}")
+    workers = spawn_workers(jobs - 1, factory, settings) if jobs > 1 else []
+    outcome = search(evaluator, settings, progress=True, workers=workers)
+    heldout = EvaluatorFactory(profile.name, random_weights, None, True, None, _default_cache_dir())
+    write_outputs(outcome, settings, evaluator, heldout, profile, out)
+    if outcome.interrupted:
+        print(f"interrupted: the study keeps its {len(outcome.records)} completed trials; run the same command to resume")
+        raise SystemExit(130)

@@ -108,3 +108,28 @@ def train_classifier(splits: DigitSplits, epochs: int = 30, seed: int = 0) -> Di
             loss.backward()
             opt.step()
     return model.eval()
+
+
+class DigitJudge:
+    """tiny-dit's domain metrics: classifier accuracy on the asked labels, Fréchet distance to real digits."""
+
+    def __init__(self, classifier: DigitClassifier, real_images: torch.Tensor) -> None:
+        self.classifier, self.real = classifier.eval(), real_images
+
+    @classmethod
+    def from_file(cls, path: str) -> "DigitJudge":
+        from safetensors.torch import load_file
+
+        classifier = DigitClassifier()
+        classifier.load_state_dict(load_file(path))
+        return cls(classifier, load_digits().test_images)
+
+    def scores(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, tuple[list[float] | None, float]]:
+        with torch.no_grad():
+            correct = (self.classifier(images.float()).argmax(1) == labels).float()
+        out: dict[str, tuple[list[float] | None, float]] = {
+            "classifier_accuracy": ([float(c) for c in correct], float(correct.mean()))
+        }
+        if len(images) >= 2:
+            out["frechet_distance"] = (None, frechet_distance(self.classifier, self.real, images.float()))
+        return out

@@ -127,9 +127,14 @@ class DiffusionEvaluator:
         self.cost = cost or profile.cost_model()
         if self.cost is None:
             raise AutodeltaError(f"profile {profile.name} has no cost yet; run `autodelta profile --model {profile.name} --write`")
-        self.metric_names = list(metrics or METRICS)
+        self.judge = _judge(profile)
+        available = [m for m in METRICS if not METRICS[m].domain or self.judge is not None]
+        self.metric_names = list(metrics or available)
         for name in self.metric_names:
-            get_metric(name)
+            if name not in available:
+                get_metric(name)  # unknown names get the list of known ones
+                raise AutodeltaError(f"metric {name!r} needs a judge that profile {profile.name} lacks; "
+                                     f"available: {', '.join(available)}")
         self.sampler = ClassConditionalSampler(pipe, calibration.labels, calibration.seeds, profile.steps,
                                                profile.guidance_scale)
         self.prefix_reuse = prefix_reuse
@@ -182,7 +187,15 @@ class DiffusionEvaluator:
     def score(self, plan: Sequence[Step], images: torch.Tensor) -> Evaluation:
         per_item: dict[str, list[float]] = {}
         values: dict[str, float] = {}
+        domain = {}
+        if self.judge is not None and any(METRICS[n].domain for n in self.metric_names):
+            domain = self.judge.scores(images, torch.tensor(self.calibration.labels))
         for name in self.metric_names:
+            if METRICS[name].domain:
+                items, values[name] = domain[name] if name in domain else (None, float("nan"))
+                if items is not None:
+                    per_item[name] = items
+                continue
             item_values = METRICS[name].per_item(images, self.reference)
             per_item[name] = [float(v) for v in item_values]
             values[name] = aggregate(name, item_values)
@@ -226,6 +239,20 @@ class DiffusionEvaluator:
     def _say(self, message: str) -> None:
         if not self.quiet:
             print(f"autodelta: {message}", file=sys.stderr)
+
+
+def _judge(profile: Profile) -> Any:
+    """The profile's domain judge (tiny-dit's digit classifier), if it ships one."""
+    name = profile.raw.get("classifier")
+    if not name:
+        return None
+    from autodelta.digits import DigitJudge
+
+    path = (profile.path.parent / name).resolve()
+    if not path.exists():
+        raise AutodeltaError(f"classifier {path} of profile {profile.name} is missing; restore it from git or "
+                             "retrain with `python scripts/train_tiny_dit.py`")
+    return DigitJudge.from_file(str(path))
 
 
 def _weights_id(profile: Profile) -> str:

@@ -22,8 +22,9 @@ from autodelta.errors import AutodeltaError
 class Metric:
     name: str
     higher_is_better: bool
-    per_item: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    per_item: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
     description: str
+    domain: bool = False  # needs the model's own judge (tiny-dit's digit classifier), not just the reference
 
 
 def _psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -52,7 +53,7 @@ def average_gradient(images: torch.Tensor) -> torch.Tensor:
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     kernel = torch.stack([kx, kx.T])[:, None].to(images)
     gray = images.mean(1, keepdim=True)
-    grad = F.conv2d(gray, kernel, padding=1)
+    grad = F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), kernel)  # no false edges at the border
     return grad.pow(2).sum(1).sqrt().flatten(1).mean(1)
 
 
@@ -83,6 +84,10 @@ METRICS: dict[str, Metric] = {
                "relative error of the Sobel average gradient (outline)"),
         Metric("dft_hf_rel_err", False, _relative_error(high_frequency_energy),
                "relative error of DFT high-frequency energy (detail)"),
+        Metric("classifier_accuracy", True, None, "share of samples the digit classifier reads as the asked class",
+               domain=True),
+        Metric("frechet_distance", False, None, "Fréchet distance to real held-out digits in classifier features",
+               domain=True),
     ]
 }
 

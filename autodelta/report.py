@@ -93,3 +93,30 @@ def difference_heatmap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     diff = np.abs(a - b).mean(axis=-1, keepdims=True)
     peak = float(diff.max()) or 1.0
     return diff / peak
+
+
+def save_pareto_png(records: Sequence["object"], pareto: Sequence["object"], budget: float, metric: str,
+                    path: str | os.PathLike[str], marks: dict[str, "object"] | None = None,
+                    chosen: "object | None" = None) -> None:
+    """Quality vs MACs speed-up of every trial, the Pareto front, the budget line and marked schedules."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter([r.speedup for r in records], [r.quality for r in records], s=12, c="#bbbbbb", label="trials")
+    front = sorted(pareto, key=lambda r: r.speedup)
+    ax.plot([r.speedup for r in front], [r.quality for r in front], "-o", ms=4, c="#1f77b4", label="Pareto front")
+    ax.axvline(budget, ls="--", c="#d62728", lw=1, label=f"budget {budget:g}x")
+    for (label, rec), marker in zip((marks or {}).items(), ["s", "^", "D", "v", "P"]):
+        if rec is not None:
+            ax.scatter([rec.speedup], [rec.quality], marker=marker, s=60, zorder=5, label=label)
+    if chosen is not None:
+        ax.scatter([chosen.speedup], [chosen.quality], marker="*", s=180, c="gold", edgecolors="k", zorder=6,
+                   label="chosen")
+    ax.set_xlabel("MACs speed-up")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    _save_figure(fig, path)

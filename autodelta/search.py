@@ -1,0 +1,300 @@
+"""Optuna search of Δ-Cache schedules: quality (max) vs MACs (min), the budget as a constraint.
+
+The search depends only on an :class:`~autodelta.evaluation.Evaluator`. It enqueues the
+known answers first (the paper's rule, the baselines that fit the space), answers
+duplicate plans from the study instead of re-evaluating them, and stores every figure
+as trial user attributes, so the study alone (SQLite by default, any Optuna storage
+with ``--storage``) is enough to resume, to run several workers, and to report.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import optuna
+from tqdm.auto import tqdm
+
+from autodelta.cost import Budget, CostModel, paper_rule
+from autodelta.errors import AutodeltaError, BudgetError
+from autodelta.evaluation import Evaluation, Evaluator
+from autodelta.metrics import get_metric
+from autodelta.schedule import CachedRange, Step
+from autodelta.spaces import Param, SearchSpace, known_seeds
+
+QUALITY_CAP = 100.0  # PSNR of identical images is inf; Optuna objectives must be finite
+
+
+def plan_to_list(plan: Sequence[Step]) -> list[Any]:
+    return ["full" if s is None else [s.start, s.length] for s in plan]
+
+
+def plan_from_list(items: Sequence[Any]) -> tuple[Step, ...]:
+    return tuple(None if s == "full" else CachedRange(int(s[0]), int(s[1])) for s in items)
+
+
+@dataclass
+class TrialRecord:
+    """One completed trial as the report needs it."""
+
+    number: int
+    params: dict[str, Any]
+    plan: tuple[Step, ...]
+    quality: float
+    macs: float
+    speedup: float
+    metrics: dict[str, float]
+    feasible: bool
+    label: str | None = None
+
+
+@dataclass
+class SearchSettings:
+    budget: Budget
+    space: SearchSpace
+    metric: str = "psnr"
+    trials: int = 60
+    storage: str | None = None
+    study_name: str = "autodelta"
+    sampler: str = "tpe"
+    seed: int = 0
+    resume_any: bool = False
+    model: str = "model"
+    seed_known: bool = True
+    extra_attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def _sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
+    """Constraint-aware samplers: the budget reaches them through ``trial.set_constraint``."""
+    if settings.sampler == "tpe":
+        with warnings.catch_warnings():  # `multivariate` and `group` are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True, n_startup_trials=10)
+    if settings.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=20)
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=settings.seed)
+    raise AutodeltaError(f"unknown sampler {settings.sampler!r}; use tpe, nsga2 or random")
+
+
+def open_study(settings: SearchSettings) -> optuna.Study:
+    """Create or load the study; refuse one made for another model, budget, space or metric."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    metric = get_metric(settings.metric)
+    identity = {"model": settings.model, "budget": settings.budget.speedup, "space": settings.space.name,
+                "family": settings.space.family, "metric": settings.metric, **settings.extra_attrs}
+    try:
+        study = optuna.create_study(
+            study_name=settings.study_name, storage=settings.storage, load_if_exists=True,
+            directions=["maximize" if metric.higher_is_better else "minimize", "minimize"],
+            sampler=_sampler(settings),
+        )
+    except AutodeltaError:
+        raise
+    except Exception as exc:
+        raise AutodeltaError(f"storage {settings.storage!r} cannot be opened ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:160]}); check the URL and that the database is reachable") from None
+    existing = {k: study.user_attrs.get(k) for k in identity}
+    if study.user_attrs and existing != identity and not settings.resume_any:
+        diff = ", ".join(f"{k}={existing[k]!r} (asked {identity[k]!r})" for k in identity if existing[k] != identity[k])
+        raise AutodeltaError(f"study {settings.study_name!r} exists with other settings: {diff}; use another --study "
+                             "name, or --resume-any to continue it anyway")
+    if not study.user_attrs:
+        for key, value in identity.items():
+            study.set_user_attr(key, value)
+    return study
+
+
+def best_reachable_speedup(space: SearchSpace, cost: CostModel, steps: int, samples: int = 400, seed: int = 0) -> float:
+    """Largest MACs speed-up the space can express: its upper corner and a seeded random sample."""
+    import random
+
+    rng = random.Random(seed)
+    blocks = cost.num_blocks
+
+    def corner(param: Param, low: float, high: float) -> Any:
+        return high if param.name not in {"b", "s_early", "s_late"} else low
+
+    def draw(param: Param, low: float, high: float) -> Any:
+        return rng.randint(int(low), int(high)) if param.kind == "int" else rng.uniform(low, high)
+
+    best = 1.0
+    for suggest in [corner] + [draw] * samples:
+        try:
+            plan = space.plan(space.sample(suggest, steps, blocks), steps, blocks)
+        except AutodeltaError:
+            continue
+        best = max(best, cost.speedup(plan))
+    return best
+
+
+def check_budget_reachable(space: SearchSpace, cost: CostModel, steps: int, budget: Budget) -> None:
+    reachable = best_reachable_speedup(space, cost, steps)
+    if not budget.allows(reachable):
+        raise BudgetError(f"budget {budget} is out of reach in space {space.name}: the best reachable speed-up "
+                          f"is {reachable:.3f}x; lower the budget or widen the space")
+
+
+class _Objective:
+    def __init__(self, evaluator: Evaluator, settings: SearchSettings, study: optuna.Study) -> None:
+        self.evaluator, self.settings, self.study = evaluator, settings, study
+        self.metric = get_metric(settings.metric)
+        self.reused = 0
+
+    def _known(self) -> dict[tuple[Any, ...], dict[str, Any]]:
+        known = {}
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if "plan" in t.user_attrs:
+                known[tuple(map(str, t.user_attrs["plan"]))] = t.user_attrs
+        return known
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        steps, blocks = self.evaluator.steps, self.evaluator.num_blocks
+
+        def suggest(param: Param, low: float, high: float) -> Any:
+            if param.kind == "int":
+                return trial.suggest_int(param.name, int(low), int(high))
+            return trial.suggest_float(param.name, low, high, log=param.log)
+
+        values = self.settings.space.sample(suggest, steps, blocks)
+        plan = self.settings.space.plan(values, steps, blocks)
+        plan_list = plan_to_list(plan)
+        attrs = self._known().get(tuple(map(str, plan_list)))
+        if attrs is not None:  # same explicit plan as an earlier trial: answer from the study
+            self.reused += 1
+            metrics, macs, speedup = attrs["metrics"], attrs["macs"], attrs["speedup"]
+            trial.set_user_attr("duplicate_of", attrs.get("trial"))
+        else:
+            evaluation: Evaluation = self.evaluator.evaluate(plan)
+            metrics, macs, speedup = evaluation.metrics, evaluation.macs, evaluation.speedup
+        trial.set_user_attr("trial", trial.number)
+        trial.set_user_attr("plan", plan_list)
+        trial.set_user_attr("metrics", {k: (v if math.isfinite(v) else QUALITY_CAP) for k, v in metrics.items()})
+        trial.set_user_attr("macs", macs)
+        trial.set_user_attr("speedup", speedup)
+        trial.set_constraint("budget", self.settings.budget.speedup - speedup)  # feasible when <= 0
+        quality = metrics[self.settings.metric]
+        if not math.isfinite(quality):
+            quality = QUALITY_CAP if self.metric.higher_is_better else 0.0
+        return quality, macs
+
+
+def records(study: optuna.Study, budget: Budget, metric: str) -> list[TrialRecord]:
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if "plan" not in t.user_attrs:
+            continue
+        speedup = float(t.user_attrs["speedup"])
+        out.append(TrialRecord(
+            number=t.number, params=dict(t.params), plan=plan_from_list(t.user_attrs["plan"]),
+            quality=float(t.values[0]), macs=float(t.values[1]), speedup=speedup,
+            metrics=dict(t.user_attrs["metrics"]), feasible=budget.allows(speedup),
+            label=t.user_attrs.get("seed_label"),
+        ))
+    return out
+
+
+def pareto_front(items: Sequence[TrialRecord], higher_is_better: bool = True) -> list[TrialRecord]:
+    """Non-dominated trials (quality vs MACs), one per distinct plan, sorted by MACs."""
+    unique: dict[tuple[Step, ...], TrialRecord] = {}
+    for r in items:
+        unique.setdefault(r.plan, r)
+    sign = 1.0 if higher_is_better else -1.0
+
+    def dominates(a: TrialRecord, b: TrialRecord) -> bool:
+        qa, qb = sign * a.quality, sign * b.quality
+        return qa >= qb and a.macs <= b.macs and (qa > qb or a.macs < b.macs)
+
+    front = [r for r in unique.values() if not any(dominates(o, r) for o in unique.values() if o is not r)]
+    return sorted(front, key=lambda r: r.macs)
+
+
+def best_within_budget(items: Sequence[TrialRecord], higher_is_better: bool = True) -> TrialRecord | None:
+    feasible = [r for r in items if r.feasible]
+    if not feasible:
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    return max(feasible, key=lambda r: (sign * r.quality, -r.macs, -r.number))
+
+
+@dataclass
+class SearchOutcome:
+    study: optuna.Study
+    records: list[TrialRecord]
+    best: TrialRecord | None
+    pareto: list[TrialRecord]
+    seconds: float
+    duplicates: int
+    interrupted: bool = False
+
+
+def run_search(evaluator: Evaluator, settings: SearchSettings, progress: bool = True,
+               workers: Sequence[multiprocessing.Process] = ()) -> SearchOutcome:
+    """Run (or resume) the study until it has ``settings.trials`` completed trials."""
+    metric = get_metric(settings.metric)
+    check_budget_reachable(settings.space, evaluator.cost, evaluator.steps, settings.budget)
+    study = open_study(settings)
+    if not study.trials and settings.seed_known:
+        enqueue_known(study, evaluator, settings)
+    objective = _Objective(evaluator, settings, study)
+    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    remaining = max(0, settings.trials - done)
+    bar = tqdm(total=settings.trials, initial=done, desc=f"search {settings.space.name} @ {settings.budget}",
+               disable=not progress, unit="trial")
+
+    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        bar.update(1)
+        best = best_within_budget(records(study, settings.budget, settings.metric), metric.higher_is_better)
+        if best is not None:
+            bar.set_postfix_str(f"best {settings.metric} {best.quality:.2f} at {best.speedup:.2f}x (trial {best.number})")
+
+    start = time.perf_counter()
+    interrupted = False
+    for proc in workers:
+        proc.start()
+    try:
+        if remaining:
+            study.optimize(objective, n_trials=remaining, callbacks=[
+                on_trial, optuna.study.MaxTrialsCallback(settings.trials, states=(optuna.trial.TrialState.COMPLETE,))])
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        for proc in workers:
+            proc.join()
+        bar.close()
+    items = records(study, settings.budget, settings.metric)
+    return SearchOutcome(study=study, records=items, best=best_within_budget(items, metric.higher_is_better),
+                         pareto=pareto_front(items, metric.higher_is_better), seconds=time.perf_counter() - start,
+                         duplicates=objective.reused, interrupted=interrupted)
+
+
+def enqueue_known(study: optuna.Study, evaluator: Evaluator, settings: SearchSettings) -> list[str]:
+    """Queue the paper rule's schedule and the baselines that the space can express."""
+    rule = paper_rule(evaluator.cost, evaluator.steps, settings.budget)
+    labels = []
+    for label, values in known_seeds(settings.space, rule, evaluator.steps, evaluator.num_blocks):
+        free = {p.name: values[p.name] for p in settings.space.params if p.kind != "fixed"}
+        study.enqueue_trial(free, user_attrs={"seed_label": label}, skip_if_exists=True)
+        labels.append(label)
+    return labels
+
+
+def worker_main(factory: Callable[[], Evaluator], settings: SearchSettings) -> None:
+    """Body of one extra worker process (``--jobs``): same study, same stop rule."""
+    evaluator = factory()
+    study = open_study(settings)
+    objective = _Objective(evaluator, settings, study)
+    try:
+        study.optimize(objective, n_trials=settings.trials, callbacks=[
+            optuna.study.MaxTrialsCallback(settings.trials, states=(optuna.trial.TrialState.COMPLETE,))])
+    except KeyboardInterrupt:
+        pass
+
+
+def spawn_workers(count: int, factory: Callable[[], Evaluator], settings: SearchSettings) -> list[multiprocessing.Process]:
+    ctx = multiprocessing.get_context("spawn")
+    return [ctx.Process(target=worker_main, args=(factory, settings), daemon=False) for _ in range(count)]

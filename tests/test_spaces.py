@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from autodelta.spaces import SpaceError, evaluate_expression, full_step_positions, load_space
+
+
+def test_expressions_evaluate_as_written():
+    names = {"T": 20, "N_b": 28, "N_c": 21}
+    assert evaluate_expression("N_b - N_c", names) == 7
+    assert evaluate_expression("max(1, T // 3) + ceil(0.5 * N_c)", names) == 6 + 11
+    assert evaluate_expression("-(N_b % 5) ** 2", names) == -9
+    assert evaluate_expression(4, names) == 4
+
+
+@pytest.mark.parametrize("text", ["__import__('os').system('true')", "N_b.bit_length()", "(lambda: 1)()",
+                                  "[1, 2]", "open('x')", "N_b if T else 0", "'a'"])
+def test_expressions_reject_code(text):
+    with pytest.raises(SpaceError):
+        evaluate_expression(text, {"T": 20, "N_b": 28})
+
+
+def test_shipped_spaces_load_and_make_valid_plans():
+    for name in ("paper", "delta-dit", "stagewise", "free-steps"):
+        space = load_space(name)
+        values = space.sample(lambda p, lo, hi: hi if p.kind == "int" else lo, 20, 28)
+        plan = space.plan(values, 20, 28)
+        assert len(plan) == 20 and plan[0] is None
+
+
+def test_free_steps_placement_packs_where_the_warp_says():
+    assert full_step_positions(20, 7, 1.0) == {0, 3, 6, 9, 11, 14, 17}
+    early = full_step_positions(20, 12, 4.0)
+    assert len(early) == 12 and max(early) < 20 and sum(early) < sum(full_step_positions(20, 12, 1.0))
+    assert sum(full_step_positions(20, 6, 0.3)) > sum(full_step_positions(20, 6, 1.0))
+
+
+def _space(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_bad_space_files_name_the_line(tmp_path):
+    head = "family: delta-dit\nparams:\n  N: {int: [1, 4]}\n  N_c: {int: [1, N_b]}\n  b: {int: [0, T]}\n"
+    with pytest.raises(SpaceError, match=r"line 6: unknown parameter 'speed'"):
+        load_space(_space(tmp_path, head + "  speed: {int: [0, 1]}\n"))
+    with pytest.raises(SpaceError, match=r"line 6: range of s_early is empty"):
+        load_space(_space(tmp_path, head + "  s_early: {int: [N_b, 0]}\n  s_late: {fixed: 0}\n"))
+    with pytest.raises(SpaceError, match=r"line 6: .*not allowed"):
+        load_space(_space(tmp_path, head + "  s_early: {int: [0, __import__('os')]}\n  s_late: {fixed: 0}\n"))
+    with pytest.raises(SpaceError, match="parameters s_early, s_late are missing"):
+        load_space(_space(tmp_path, head))
+    with pytest.raises(SpaceError, match="unknown search space 'nope'; known spaces: delta-dit, free-steps"):
+        load_space("nope")
