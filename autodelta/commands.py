@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from autodelta.errors import AutodeltaError, ScheduleError
-from autodelta.files import atomic_write, dump_yaml, ensure_writable_dir
+from autodelta.files import ensure_writable_dir
+
+if TYPE_CHECKING:
+    from autodelta.cost import CostModel
+    from autodelta.evaluation import DiffusionEvaluator
+    from autodelta.models import Profile
+    from autodelta.schedule import Schedule
 
 
 def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Optional[str], out: Path,
@@ -24,10 +31,7 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
     torch_dtype = parse_dtype(dtype)
     out = ensure_writable_dir(out)
     profile = load_profile(schedule.model)
-    if profile.num_blocks != schedule.num_blocks:
-        raise ScheduleError(
-            f"model {profile.name} has N_b={profile.num_blocks} blocks but the schedule has N_b={schedule.num_blocks}"
-        )
+    _check_schedule_fits(schedule, profile, check_steps=False)  # apply runs the schedule's own T
     labels = _labels(class_labels, list(profile.conditions[:2]) or [0])
     if random_weights and profile.pretrained:
         print(f"note: {profile.name} built with random weights: images are noise, timings and MACs are real")
@@ -58,15 +62,13 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
     print(f"wrote {out / 'schedule.png'}")
 
 
-def _measured_cost(profile: "object") -> "object":
+def _measured_cost(profile: Profile) -> CostModel:
     """Cost of a profile that has no stored cost section: count MACs now (no latency)."""
     from autodelta.cost import CostModel
     from autodelta.profiler import profile_macs
 
-    transformer = profile.build_transformer()  # type: ignore[attr-defined]
-    measured = profile_macs(transformer, profile.example_inputs(batch=1))  # type: ignore[attr-defined]
-    return CostModel(tuple(measured.blocks_macs), measured.pre_macs, measured.post_macs,
-                     cfg_factor=profile.cfg_factor)  # type: ignore[attr-defined]
+    measured = profile_macs(profile.build_transformer(), profile.example_inputs(batch=1))
+    return CostModel(tuple(measured.blocks_macs), measured.pre_macs, measured.post_macs, cfg_factor=profile.cfg_factor)
 
 
 def run_show(schedule_path: Path, png: Optional[Path]) -> None:
@@ -140,9 +142,6 @@ def run_rule(model: str, budget_text: str, steps: Optional[int], out: Path) -> N
 
 
 # --- evaluate and search ---------------------------------------------------------------------
-from dataclasses import dataclass  # noqa: E402
-
-
 @dataclass(frozen=True)
 class EvaluatorFactory:
     """Builds a :class:`DiffusionEvaluator` in any process (``--jobs`` workers pickle this)."""
@@ -155,7 +154,7 @@ class EvaluatorFactory:
     cache_dir: Optional[str] = None
     prefix_reuse: bool = True
 
-    def __call__(self):  # noqa: ANN204
+    def __call__(self) -> "DiffusionEvaluator":
         import torch
 
         from autodelta.evaluation import CalibrationSet, DiffusionEvaluator
@@ -176,9 +175,9 @@ def _default_cache_dir() -> str:
     return os.path.join(root, "autodelta", "references")
 
 
-def _warn_random(profile: "object", random_weights: bool) -> None:
-    if random_weights and getattr(profile, "pretrained", None):
-        print(f"warning: {profile.name} runs with random weights: its quality numbers are meaningless "  # type: ignore[attr-defined]
+def _warn_random(profile: Profile, random_weights: bool) -> None:
+    if random_weights and profile.pretrained:
+        print(f"warning: {profile.name} runs with random weights: its quality numbers are meaningless "
               "(costs and timings are real); use tiny-dit for quality")
 
 
@@ -211,13 +210,13 @@ def run_evaluate(schedule_path: Path, *, calib: Optional[int], heldout: bool, me
     print(f"wrote {out / 'evaluate.png'}")
 
 
-def _check_schedule_fits(schedule: "object", profile: "object") -> None:
-    if profile.num_blocks != schedule.num_blocks:  # type: ignore[attr-defined]
-        raise ScheduleError(f"model {profile.name} has N_b={profile.num_blocks} blocks but the schedule "  # type: ignore[attr-defined]
-                            f"has N_b={schedule.num_blocks}")  # type: ignore[attr-defined]
-    if profile.steps != schedule.steps:  # type: ignore[attr-defined]
-        raise ScheduleError(f"profile {profile.name} samples {profile.steps} steps but the schedule has "  # type: ignore[attr-defined]
-                            f"{schedule.steps}; use a schedule made for {profile.steps} steps")  # type: ignore[attr-defined]
+def _check_schedule_fits(schedule: Schedule, profile: Profile, check_steps: bool = True) -> None:
+    if profile.num_blocks != schedule.num_blocks:
+        raise ScheduleError(f"model {profile.name} has N_b={profile.num_blocks} blocks but the schedule "
+                            f"has N_b={schedule.num_blocks}; use a schedule made for {profile.name}")
+    if check_steps and profile.steps != schedule.steps:
+        raise ScheduleError(f"profile {profile.name} samples {profile.steps} steps but the schedule has "
+                            f"{schedule.steps}; use a schedule made for {profile.steps} steps")
 
 
 def run_search(model: str, *, budget_text: str, trials: int, space_name: str, metric: str, calib: Optional[int],

@@ -111,3 +111,60 @@ def test_output_file_is_never_half_written(capsys, tmp_path):
     out.write_text("previous content")
     code, _, _ = run_cli(capsys, "rule", "--model", "dit-test", "--budget", "abc", "--out", str(out))
     assert code == 2 and out.read_text() == "previous content"
+
+
+def test_search_then_apply_end_to_end_and_resume(capsys, tmp_path):
+    out = tmp_path / "s"
+    argv = ["search", "--model", "dit-test", "--trials", "6", "--calib", "2", "--out", str(out), "--space", "paper"]
+    code, stdout, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    for name in ("schedule.yaml", "pareto.yaml", "pareto.png", "report.md", "study.db"):
+        assert (out / name).exists(), name
+    schedule = load_schedule(out / "schedule.yaml")
+    assert schedule.cost["speedup"] >= 1.6 and schedule.quality["heldout"] is not None
+    code, stdout, err = run_cli(capsys, *argv[:4], "8", *argv[5:])  # same command, more trials: resumes
+    assert code == 0, err
+    assert "8 completed trials" in (out / "report.md").read_text()
+    code, stdout, err = run_cli(capsys, "apply", str(out / "schedule.yaml"), "--out", str(tmp_path / "a"))
+    assert code == 0, err
+
+
+def test_search_bad_inputs_leave_outputs_untouched(capsys, tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "schedule.yaml").write_text("kept")
+    space = tmp_path / "space.yaml"
+    space.write_text("family: delta-dit\nparams:\n  N: {int: [1, 4]}\n  N_c: {int: [1, N_b]}\n  b: {int: [0, T]}\n"
+                     "  s_early: {int: [0, N_b - N_c]}\n  s_late: {int: [0, N_b - N_c]}\n  warp: {float: [1, 2]}\n")
+    base = ["search", "--model", "dit-test", "--trials", "2", "--out", str(out)]
+    cases = [
+        (["--budget", "40x", "--space", "paper"], ["out of reach", "best reachable speed-up is"]),
+        (["--space", str(space)], ["line 8", "unknown parameter 'warp'"]),
+        (["--storage", "postgresql://x@127.0.0.1:1/none"], ["cannot be opened"]),
+        (["--metric", "lpips"], ["unknown metric 'lpips'"]),
+        (["--model", "nosuch"], ["unknown model 'nosuch'"]),
+    ]
+    for extra, needles in cases:
+        code, _, err = run_cli(capsys, *base, *extra)
+        assert_one_line_error(code, err, *needles)
+    code, _, err = run_cli(capsys, "search", "--model", "dit-test", "--out", str(out / "schedule.yaml" / "x"))
+    assert_one_line_error(code, err, "not writable")
+    # a study name that exists for another budget is refused unless --resume-any
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    code, _, err = run_cli(capsys, "search", "--model", "dit-test", "--out", str(tmp_path / "ok"), "--study", "mine",
+                           "--storage", storage, "--calib", "1", "--space", "paper", "--trials", "3")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, *base, "--study", "mine", "--storage", storage, "--budget", "2x")
+    assert_one_line_error(code, err, "exists with other settings", "--resume-any")
+    assert (out / "schedule.yaml").read_text() == "kept"
+
+
+def test_evaluate_prints_the_table_and_writes_the_grid(capsys, tmp_path, paper_file):
+    code, out, err = run_cli(capsys, "evaluate", str(paper_file), "--calib", "3", "--out", str(tmp_path / "e"))
+    assert code == 0, err
+    assert "psnr" in out and "full compute" in out
+    assert (tmp_path / "e" / "evaluate.png").exists()
+    code, _, err = run_cli(capsys, "evaluate", str(paper_file), "--calib", "0")
+    assert_one_line_error(code, err, "calibration size 0")
+    code, _, err = run_cli(capsys, "evaluate", str(paper_file), "--metrics", "psnr,nope")
+    assert_one_line_error(code, err, "unknown metric 'nope'")
