@@ -53,7 +53,7 @@ def show_cmd(
 
 @app.command("profile")
 def profile_cmd(
-    model: str = typer.Option("dit-xl", help="Profile name or path to a profile YAML."),
+    model: str = typer.Option("tiny-dit", help="Profile name or path to a profile YAML."),
     write: bool = typer.Option(False, "--write", help="Store the measured cost in the profile file."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Build the architecture with random weights."),
     dtype: str = typer.Option("fp32", help="Dtype for the latency measurement."),
@@ -68,7 +68,7 @@ def profile_cmd(
 
 @app.command("rule")
 def rule_cmd(
-    model: str = typer.Option("dit-xl", help="Profile name or path to a profile YAML."),
+    model: str = typer.Option("tiny-dit", help="Profile name or path to a profile YAML."),
     budget: str = typer.Option("1.6x", help="Speed budget: '1.6x' or '62.5%'."),
     steps: Optional[int] = typer.Option(None, help="Sampling steps T (default: the profile's)."),
     out: Path = typer.Option(Path("schedule.yaml"), help="Where to write the paper's schedule."),

@@ -78,6 +78,11 @@ class Profile:
         return int(self.transformer_config["num_layers"])
 
     @property
+    def quality_gate(self) -> dict[str, Any] | None:
+        """What the training script measured on full-compute samples (tiny-dit), if anything."""
+        return self.raw.get("quality_gate")
+
+    @property
     def cfg_factor(self) -> int:
         return 2 if self.guidance_scale > 1.0 else 1
 

@@ -116,7 +116,7 @@ def train(args: argparse.Namespace) -> None:
                 classifier_heldout_accuracy=round(clf_acc, 4), final_loss=round(sum(losses[-100:]) / len(losses[-100:]), 5))
     doc["quality_gate"] = gate
     atomic_write(profile_path, dump_yaml(doc))
-    _write_cost(profile_path)
+    _write_cost(profile_path, repeats=1 if args.quick else 5)
     print(json.dumps(gate, indent=2))
 
 
@@ -140,14 +140,14 @@ def quality_gate(profile_path: Path, classifier: torch.nn.Module, splits, sample
             "frechet_distance": round(fd, 3), "frechet_distance_train_vs_heldout": round(fd_real, 3)}
 
 
-def _write_cost(profile_path: Path) -> None:
+def _write_cost(profile_path: Path, repeats: int) -> None:
     from autodelta.models import load_profile
     from autodelta.profiler import profile
 
     spec = load_profile(profile_path)
     transformer = spec.load_pipeline().transformer
     result = profile(transformer, spec.example_inputs(batch=2 * len(spec.conditions)), spec.blocks_attr,
-                     repeats=5, resolution=spec.resolution)
+                     repeats=repeats, resolution=spec.resolution)
     spec.write_cost(result.as_dict())
 
 
