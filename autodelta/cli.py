@@ -99,7 +99,7 @@ def search_cmd(
     model: str = typer.Option("tiny-dit", help="Profile name or path to a profile YAML."),
     budget: str = typer.Option("1.6x", help="Speed budget: '1.6x' or '62.5%'."),
     trials: int = typer.Option(60, help="Completed trials the study should reach (a rerun resumes)."),
-    space: str = typer.Option("free-steps", help="Search space name or YAML path."),
+    space: str = typer.Option("anchored", help="Search space name or YAML path (default: the benchmark winner)."),
     metric: str = typer.Option("psnr", help="Quality objective (a registered metric name)."),
     calib: Optional[int] = typer.Option(None, help="Calibration items; default: all the profile defines."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL; default: SQLite in --out."),

@@ -87,17 +87,22 @@ def open_study(settings: SearchSettings) -> optuna.Study:
     metric = get_metric(settings.metric)
     identity = {"model": settings.model, "budget": settings.budget.speedup, "space": settings.space.name,
                 "family": settings.space.family, "metric": settings.metric, **settings.extra_attrs}
-    try:
-        study = optuna.create_study(
-            study_name=settings.study_name, storage=settings.storage, load_if_exists=True,
-            directions=["maximize" if metric.higher_is_better else "minimize", "minimize"],
-            sampler=_sampler(settings),
-        )
-    except AutodeltaError:
-        raise
-    except Exception as exc:
-        raise AutodeltaError(f"storage {settings.storage!r} cannot be opened ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:160]}); check the URL and that the database is reachable") from None
+    study = None
+    for attempt in range(6):  # processes that open a fresh database at once race on its schema
+        try:
+            study = optuna.create_study(
+                study_name=settings.study_name, storage=settings.storage, load_if_exists=True,
+                directions=["maximize" if metric.higher_is_better else "minimize", "minimize"],
+                sampler=_sampler(settings),
+            )
+            break
+        except Exception as exc:
+            if attempt == 5:
+                raise AutodeltaError(
+                    f"storage {settings.storage!r} cannot be opened ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:160]}); check the URL and that the database is reachable") from None
+            time.sleep(0.2 * (attempt + 1))
+    assert study is not None
     existing = {k: study.user_attrs.get(k) for k in identity}
     if study.user_attrs and existing != identity and not settings.resume_any:
         diff = ", ".join(f"{k}={existing[k]!r} (asked {identity[k]!r})" for k in identity if existing[k] != identity[k])

@@ -99,6 +99,7 @@ FAMILY_PARAMS = {
     "delta-dit": ("N", "N_c", "b", "s_early", "s_late"),
     "stagewise": ("N_early", "N_late", "Nc_early", "Nc_late", "b", "s_early", "s_late"),
     "free-steps": ("full_steps", "warp", "b", "n_early", "s_early", "n_late", "s_late"),
+    "anchored": ("N", "head", "tail", "b", "n_early", "s_early", "n_late", "s_late"),
 }
 
 
@@ -174,11 +175,22 @@ def build_plan(family: str, v: Mapping[str, Any], steps: int, num_blocks: int) -
             else:
                 plan.append(CachedRange(int(v["s_late"]), int(v["n_late"])))
         return validate_plan(plan, num_blocks, where="free-steps plan")
+    if family == "anchored":
+        head, tail, interval = int(v["head"]), int(v["tail"]), int(v["N"])
+        plan = []
+        for i in range(steps):
+            if i < max(head, 1) or i >= steps - tail or (i - max(head, 1)) % interval == 0:
+                plan.append(None)
+            elif i < int(v["b"]):
+                plan.append(CachedRange(int(v["s_early"]), int(v["n_early"])))
+            else:
+                plan.append(CachedRange(int(v["s_late"]), int(v["n_late"])))
+        return validate_plan(plan, num_blocks, where="anchored plan")
     raise SpaceError(f"unknown family {family!r}; use one of {', '.join(FAMILY_PARAMS)}")
 
 
 def full_step_positions(steps: int, count: int, warp: float) -> set[int]:
-    """``count`` full steps placed at ``round((T-1)·(j/count)^warp)``-like positions.
+    """``count`` full steps at ``round((T-1)·(j/(count-1))^warp)``: the first and last step included.
 
     ``warp`` = 1 spreads them evenly, > 1 packs them towards the start (outline stage),
     < 1 towards the end. Collisions move to the next free step so exactly ``count`` remain.
@@ -186,7 +198,8 @@ def full_step_positions(steps: int, count: int, warp: float) -> set[int]:
     count = max(1, min(count, steps))
     positions: set[int] = set()
     for j in range(count):
-        pos = min(steps - 1, int(round(steps * (j / count) ** warp)))
+        frac = j / (count - 1) if count > 1 else 0.0
+        pos = min(steps - 1, int(round((steps - 1) * frac**warp)))
         while pos in positions and pos < steps - 1:
             pos += 1
         while pos in positions:
@@ -291,13 +304,20 @@ def known_seeds(space: SearchSpace, rule: DeltaDiTParams, steps: int, num_blocks
             ("whole-stack reuse", {"N_early": n, "N_late": n, "Nc_early": num_blocks, "Nc_late": num_blocks,
                                    "b": b, "s_early": 0, "s_late": 0}),
         ]
+    elif space.family == "anchored":
+        cands = [
+            ("paper rule", {"N": n, "head": 1, "tail": 0, "b": rule.boundary, "n_early": n_c,
+                            "s_early": num_blocks - n_c, "n_late": n_c, "s_late": 0}),
+            ("whole-stack reuse", {"N": n, "head": 1, "tail": 0, "b": b, "n_early": num_blocks, "s_early": 0,
+                                   "n_late": num_blocks, "s_late": 0}),
+        ]
     elif space.family == "free-steps":
         full = math.ceil(steps / n)
-        cands = [
-            ("paper rule", {"full_steps": full, "warp": 1.0, "b": rule.boundary, "n_early": n_c,
-                            "s_early": num_blocks - n_c, "n_late": n_c, "s_late": 0}),
-            ("whole-stack reuse", {"full_steps": full, "warp": 1.0, "b": b, "n_early": num_blocks, "s_early": 0,
-                                   "n_late": num_blocks, "s_late": 0}),
+        cands = [  # this family places full steps differently, so these are neighbours of the known plans
+            ("rule's N_c, even spread", {"full_steps": full, "warp": 1.0, "b": rule.boundary, "n_early": n_c,
+                                         "s_early": num_blocks - n_c, "n_late": n_c, "s_late": 0}),
+            ("whole stack, even spread", {"full_steps": full, "warp": 1.0, "b": b, "n_early": num_blocks,
+                                          "s_early": 0, "n_late": num_blocks, "s_late": 0}),
         ]
     return [(label, values) for label, values in cands if space.contains(values, steps, num_blocks)]
 

@@ -21,7 +21,7 @@ def test_expressions_reject_code(text):
 
 
 def test_shipped_spaces_load_and_make_valid_plans():
-    for name in ("paper", "delta-dit", "stagewise", "free-steps"):
+    for name in ("paper", "delta-dit", "stagewise", "free-steps", "anchored"):
         space = load_space(name)
         values = space.sample(lambda p, lo, hi: hi if p.kind == "int" else lo, 20, 28)
         plan = space.plan(values, 20, 28)
@@ -29,7 +29,7 @@ def test_shipped_spaces_load_and_make_valid_plans():
 
 
 def test_free_steps_placement_packs_where_the_warp_says():
-    assert full_step_positions(20, 7, 1.0) == {0, 3, 6, 9, 11, 14, 17}
+    assert full_step_positions(20, 7, 1.0) == {0, 3, 6, 10, 13, 16, 19}  # both ends included
     early = full_step_positions(20, 12, 4.0)
     assert len(early) == 12 and max(early) < 20 and sum(early) < sum(full_step_positions(20, 12, 1.0))
     assert sum(full_step_positions(20, 6, 0.3)) > sum(full_step_positions(20, 6, 1.0))
@@ -51,5 +51,5 @@ def test_bad_space_files_name_the_line(tmp_path):
         load_space(_space(tmp_path, head + "  s_early: {int: [0, __import__('os')]}\n  s_late: {fixed: 0}\n"))
     with pytest.raises(SpaceError, match="parameters s_early, s_late are missing"):
         load_space(_space(tmp_path, head))
-    with pytest.raises(SpaceError, match="unknown search space 'nope'; known spaces: delta-dit, free-steps"):
+    with pytest.raises(SpaceError, match="unknown search space 'nope'; known spaces: anchored, delta-dit, free-steps"):
         load_space("nope")
