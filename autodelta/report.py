@@ -104,6 +104,10 @@ def save_pareto_png(records: Sequence["object"], pareto: Sequence["object"], bud
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from autodelta.search import QUALITY_CAP
+
+    records = [r for r in records if r.quality < QUALITY_CAP]  # identical to full compute: off the chart
+    pareto = [r for r in pareto if r.quality < QUALITY_CAP]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter([r.speedup for r in records], [r.quality for r in records], s=12, c="#bbbbbb", label="trials")
     front = sorted(pareto, key=lambda r: r.speedup)

@@ -176,10 +176,10 @@ def build_plan(family: str, v: Mapping[str, Any], steps: int, num_blocks: int) -
                 plan.append(CachedRange(int(v["s_late"]), int(v["n_late"])))
         return validate_plan(plan, num_blocks, where="free-steps plan")
     if family == "anchored":
-        head, tail, interval = int(v["head"]), int(v["tail"]), int(v["N"])
+        head, tail, interval = max(1, int(v["head"])), int(v["tail"]), int(v["N"])
         plan = []
         for i in range(steps):
-            if i < max(head, 1) or i >= steps - tail or (i - max(head, 1)) % interval == 0:
+            if i < head or i >= steps - tail or (i - (head - 1)) % interval == 0:
                 plan.append(None)
             elif i < int(v["b"]):
                 plan.append(CachedRange(int(v["s_early"]), int(v["n_early"])))

@@ -53,3 +53,14 @@ def test_bad_space_files_name_the_line(tmp_path):
         load_space(_space(tmp_path, head))
     with pytest.raises(SpaceError, match="unknown search space 'nope'; known spaces: anchored, delta-dit, free-steps"):
         load_space("nope")
+
+
+def test_anchored_with_one_head_step_and_no_tail_is_the_delta_dit_family():
+    from autodelta.schedule import DeltaDiTParams
+
+    anchored = load_space("anchored")
+    values = {"N": 3, "head": 1, "tail": 0, "b": 9, "n_early": 20, "s_early": 8, "n_late": 20, "s_late": 0}
+    assert anchored.plan(values, 20, 28) == DeltaDiTParams(3, 20, 9, 8, 0).plan(20, 28)
+    values = dict(values, n_late=20, head=3, tail=2, N=2)
+    kinds = ["F" if s is None else "d" for s in anchored.plan(values, 20, 28)]
+    assert "".join(kinds) == "FFF" + "dF" * 7 + "d" + "FF"  # head 3, every 2nd step, tail 2
