@@ -17,7 +17,15 @@ if [ "$(id -u)" = 0 ]; then
   run="runuser -u postgres --"
 fi
 $run "$bin/initdb" -D "$data" -A trust -U postgres >/dev/null 2>&1 || { echo "postgres: initdb failed" >&2; exit 1; }
-$run "$bin/pg_ctl" -D "$data" -l "$data/log" -w -o "-p $port -k $data -c listen_addresses=127.0.0.1" start >/dev/null 2>&1 \
-  || { echo "postgres: server did not start: $(tail -n 3 "$data/log" 2>/dev/null)" >&2; exit 1; }
+started=""
+for try_port in $(seq "$port" $((port + 9))); do  # a port in use moves us to the next one
+  if $run "$bin/pg_ctl" -D "$data" -l "$data/log" -w -o "-p $try_port -k $data -c listen_addresses=127.0.0.1" \
+      start >/dev/null 2>&1; then
+    started=$try_port
+    break
+  fi
+done
+[ -n "$started" ] || { echo "postgres: server did not start: $(tail -n 2 "$data/log" 2>/dev/null | tr '\n' ' ')" >&2; exit 1; }
+port=$started
 echo "$data" > /tmp/autodelta-pg.datadir
 echo "postgresql+psycopg2://postgres@127.0.0.1:$port/postgres"

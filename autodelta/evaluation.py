@@ -127,14 +127,16 @@ class DiffusionEvaluator:
         self.cost = cost or profile.cost_model()
         if self.cost is None:
             raise AutodeltaError(f"profile {profile.name} has no cost yet; run `autodelta profile --model {profile.name} --write`")
-        self.judge = _judge(profile)
-        available = [m for m in METRICS if not METRICS[m].domain or self.judge is not None]
+        has_judge = bool(profile.raw.get("classifier"))
+        available = [m for m in METRICS if not METRICS[m].domain or has_judge]
         self.metric_names = list(metrics or available)
         for name in self.metric_names:
             if name not in available:
                 get_metric(name)  # unknown names get the list of known ones
                 raise AutodeltaError(f"metric {name!r} needs a judge that profile {profile.name} lacks; "
                                      f"available: {', '.join(available)}")
+        needs_judge = any(METRICS[name].domain for name in self.metric_names)
+        self.judge = _judge(profile) if needs_judge else None  # loads the classifier only when asked for
         self.sampler = ClassConditionalSampler(pipe, calibration.labels, calibration.seeds, profile.steps,
                                                profile.guidance_scale)
         self.prefix_reuse = prefix_reuse
