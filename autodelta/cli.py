@@ -10,6 +10,11 @@ import typer
 
 from autodelta.errors import AutodeltaError
 
+# Options shared by several commands, defined once.
+_MODEL = typer.Option("tiny-dit", help="Profile name or path to a profile YAML.")
+_RANDOM_WEIGHTS = typer.Option(False, "--random-weights", help="Build the architecture with random weights.")
+_BUDGET = typer.Option("1.6x", help="Speed budget: '1.6x' or '62.5%'.")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Automatic Δ-DiT cache schedules for Diffusion Transformers.")
 
@@ -30,7 +35,7 @@ def apply_cmd(
     seed: int = typer.Option(0, help="Seed of the initial noise."),
     class_labels: Optional[str] = typer.Option(None, "--class-labels", help="Comma-separated class ids."),
     out: Path = typer.Option(Path("out/apply"), help="Folder for the images."),
-    random_weights: bool = typer.Option(False, "--random-weights", help="Build the architecture with random weights."),
+    random_weights: bool = _RANDOM_WEIGHTS,
     dtype: str = typer.Option("fp32", help="fp32, bf16 or fp16."),
 ) -> None:
     """Generate with a schedule; with --compare, also with full compute, and report speed-up and PSNR."""
@@ -53,9 +58,9 @@ def show_cmd(
 
 @app.command("profile")
 def profile_cmd(
-    model: str = typer.Option("tiny-dit", help="Profile name or path to a profile YAML."),
+    model: str = _MODEL,
     write: bool = typer.Option(False, "--write", help="Store the measured cost in the profile file."),
-    random_weights: bool = typer.Option(False, "--random-weights", help="Build the architecture with random weights."),
+    random_weights: bool = _RANDOM_WEIGHTS,
     dtype: str = typer.Option("fp32", help="Dtype for the latency measurement."),
     batch: int = typer.Option(2, help="Batch size for the latency measurement (2 = one image with CFG)."),
     repeats: int = typer.Option(3, help="Timed repeats (median) after one warm-up call."),
@@ -68,8 +73,8 @@ def profile_cmd(
 
 @app.command("rule")
 def rule_cmd(
-    model: str = typer.Option("tiny-dit", help="Profile name or path to a profile YAML."),
-    budget: str = typer.Option("1.6x", help="Speed budget: '1.6x' or '62.5%'."),
+    model: str = _MODEL,
+    budget: str = _BUDGET,
     steps: Optional[int] = typer.Option(None, help="Sampling steps T (default: the profile's)."),
     out: Path = typer.Option(Path("schedule.yaml"), help="Where to write the paper's schedule."),
 ) -> None:
@@ -86,7 +91,7 @@ def evaluate_cmd(
     heldout: bool = typer.Option(False, "--heldout", help="Use the held-out seeds instead of the calibration ones."),
     metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names; default: all available."),
     out: Path = typer.Option(Path("out/evaluate"), help="Folder for the image grid."),
-    random_weights: bool = typer.Option(False, "--random-weights", help="Build the architecture with random weights."),
+    random_weights: bool = _RANDOM_WEIGHTS,
 ) -> None:
     """Score a schedule against full compute on the calibration (or held-out) set."""
     from autodelta.commands import run_evaluate
@@ -96,8 +101,8 @@ def evaluate_cmd(
 
 @app.command("search")
 def search_cmd(
-    model: str = typer.Option("tiny-dit", help="Profile name or path to a profile YAML."),
-    budget: str = typer.Option("1.6x", help="Speed budget: '1.6x' or '62.5%'."),
+    model: str = _MODEL,
+    budget: str = _BUDGET,
     trials: int = typer.Option(60, help="Completed trials the study should reach (a rerun resumes)."),
     space: str = typer.Option("anchored", help="Search space name or YAML path (default: the benchmark winner)."),
     metric: str = typer.Option("psnr", help="Quality objective (a registered metric name)."),
@@ -108,7 +113,7 @@ def search_cmd(
     out: Path = typer.Option(Path("out/search"), help="Folder for the study and the outputs."),
     seed: int = typer.Option(0, help="Sampler seed."),
     sampler: str = typer.Option("tpe", help="tpe, nsga2 or random."),
-    random_weights: bool = typer.Option(False, "--random-weights", help="Build the architecture with random weights."),
+    random_weights: bool = _RANDOM_WEIGHTS,
     resume_any: bool = typer.Option(False, "--resume-any", help="Continue a study made with other settings."),
 ) -> None:
     """Search the Pareto set of quality vs MACs and write the best schedule within the budget."""

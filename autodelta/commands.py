@@ -163,7 +163,10 @@ class EvaluatorFactory:
         torch.set_num_threads(max(1, torch.get_num_threads()))
         profile = load_profile(self.model)
         pipe = profile.load_pipeline(random_weights=self.random_weights)
-        calibration = CalibrationSet.from_profile(profile, self.calib, heldout=self.heldout)
+        size = self.calib
+        if self.heldout and size is not None:  # --calib also bounds the held-out set (slow models)
+            size = min(size, len(CalibrationSet.from_profile(profile, None, heldout=True)))
+        calibration = CalibrationSet.from_profile(profile, size, heldout=self.heldout)
         return DiffusionEvaluator(profile, pipe, calibration, metrics=self.metrics, cache_dir=self.cache_dir,
                                   prefix_reuse=self.prefix_reuse)
 
@@ -256,7 +259,7 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
     print(f"reference: {len(evaluator.calibration)} calibration items, full compute, cached in {factory.cache_dir}")
     workers = spawn_workers(jobs - 1, factory, settings) if jobs > 1 else []
     outcome = search(evaluator, settings, progress=True, workers=workers)
-    heldout = EvaluatorFactory(profile.name, random_weights, None, True, None, _default_cache_dir())
+    heldout = EvaluatorFactory(profile.name, random_weights, calib, True, None, _default_cache_dir())
     write_outputs(outcome, settings, evaluator, heldout, profile, out)
     if outcome.interrupted:
         print(f"interrupted: the study keeps its {len(outcome.records)} completed trials; run the same command to resume")
