@@ -21,7 +21,8 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
     import torch
 
     from autodelta.cli import _labels
-    from autodelta.generation import generate, psnr
+    from autodelta.generation import generate
+    from autodelta.metrics import psnr_of_images
     from autodelta.models import load_profile, parse_dtype
     from autodelta.report import difference_heatmap, save_image_grid
     from autodelta.runtime import apply
@@ -52,7 +53,7 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
         wall_pipe = full.pipeline_s / cached.pipeline_s
         print(f"wall speed-up:       transformer {wall_tr:.3f}x ({full.transformer_s:.2f}s -> "
               f"{cached.transformer_s:.2f}s), pipeline {wall_pipe:.3f}x ({full.pipeline_s:.2f}s -> {cached.pipeline_s:.2f}s)")
-        print(f"PSNR to full:        {psnr(cached.images, full.images):.2f} dB")
+        print(f"PSNR to full:        {psnr_of_images(cached.images, full.images):.2f} dB")
         save_image_grid(
             [("full", full.images), ("schedule", cached.images),
              ("|difference|", difference_heatmap(cached.images, full.images))],

@@ -72,11 +72,3 @@ def generate(pipe: Any, profile: Profile, conditions: Sequence[Any], seed: int, 
     if images.ndim == 3:
         images = images[..., None]
     return Generation(images=images, pipeline_s=elapsed, transformer_s=timer.seconds)
-
-
-def psnr(images: np.ndarray, reference: np.ndarray) -> float:
-    """PSNR in dB of images in [0, 1] against a reference (torchmetrics); ``inf`` when identical."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio
-
-    value = peak_signal_noise_ratio(torch.from_numpy(images), torch.from_numpy(reference), data_range=1.0)
-    return float(value)

@@ -10,12 +10,15 @@ error to the reference.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
 
 from autodelta.errors import AutodeltaError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -108,3 +111,9 @@ def aggregate(name: str, values: torch.Tensor) -> float:
         mse = (10 ** (-values / 10)).mean()  # data range 1: PSNR = -10 log10(MSE)
         return float(-10 * torch.log10(mse)) if mse > 0 else float("inf")
     return float(values.mean())
+
+
+def psnr_of_images(images: "np.ndarray", reference: "np.ndarray") -> float:
+    """PSNR in dB of ``[N, H, W, C]`` arrays in [0, 1] (pooled over the batch); ``inf`` when identical."""
+    to_nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)  # noqa: E731
+    return aggregate("psnr", METRICS["psnr"].per_item(to_nchw(images), to_nchw(reference)))

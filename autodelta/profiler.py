@@ -23,6 +23,7 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 from tqdm.auto import tqdm
 
+from autodelta.models import dtype_name
 from autodelta.runtime import find_blocks
 
 
@@ -220,6 +221,6 @@ def profile(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: s
             transformer, inputs, blocks_attr, warmup=warmup, repeats=repeats, progress=progress
         )
         result.batch = int(inputs["hidden_states"].shape[0])
-        result.dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(first.dtype, str(first.dtype))
+        result.dtype = dtype_name(first.dtype)
         result.repeats = repeats
     return result

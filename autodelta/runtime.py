@@ -71,6 +71,7 @@ class _StepTable:
 
     actions: tuple[int, ...]
     replay: CachedRange | None = None
+    skipped: int = 0
     record_in: dict[int, tuple[CachedRange, ...]] = field(default_factory=dict)
     record_out: dict[int, tuple[CachedRange, ...]] = field(default_factory=dict)
 
@@ -101,7 +102,7 @@ def _build_tables(plan: Sequence[Step], num_blocks: int) -> list[_StepTable]:
             actions[step.start] = _REPLAY
             for k in range(step.start + 1, step.stop):
                 actions[k] = _SKIP
-            tables.append(_StepTable(actions=tuple(actions), replay=step))
+            tables.append(_StepTable(actions=tuple(actions), replay=step, skipped=step.length))
     return tables
 
 
@@ -160,14 +161,12 @@ class DeltaCacheState:
             self.call_in_step += 1
         self.stats.calls += 1
         table = self.tables[self.step]
-        skipped = sum(a != _RUN for a in table.actions)
-        self.stats.blocks_skipped += skipped
-        self.stats.blocks_run += len(table.actions) - skipped
+        self.stats.blocks_skipped += table.skipped
+        self.stats.blocks_run += len(table.actions) - table.skipped
         if self.cost is not None:
-            step = self.schedule.plan[self.step]
-            saved = self.cost.call_full - self.cost.call(step)
-            self.stats.macs_saved += saved * batch
-            self.stats.macs_run += self.cost.call(step) * batch
+            run = self.cost.call(self.schedule.plan[self.step])
+            self.stats.macs_saved += (self.cost.call_full - run) * batch
+            self.stats.macs_run += run * batch
 
     @property
     def table(self) -> _StepTable:
