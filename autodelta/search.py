@@ -263,8 +263,7 @@ def run_search(evaluator: Evaluator, settings: SearchSettings, progress: bool = 
         proc.start()
     try:
         if remaining:
-            study.optimize(objective, n_trials=remaining, callbacks=[
-                on_trial, optuna.study.MaxTrialsCallback(settings.trials, states=(optuna.trial.TrialState.COMPLETE,))])
+            _optimize(study, objective, settings.trials, [on_trial])
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -275,6 +274,27 @@ def run_search(evaluator: Evaluator, settings: SearchSettings, progress: bool = 
     return SearchOutcome(study=study, records=items, best=best_within_budget(items, metric.higher_is_better),
                          pareto=pareto_front(items, metric.higher_is_better), seconds=time.perf_counter() - start,
                          duplicates=objective.reused, interrupted=interrupted)
+
+
+def _completed_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], trials: int,
+              callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]]) -> None:
+    """Optimize until the study holds ``trials`` completed trials, whatever other workers do.
+
+    On SQLite two processes can pop the same enqueued trial; the second one's ``tell`` then
+    fails with "Cannot tell a COMPLETE trial". Its result was identical (same parameters,
+    deterministic evaluation) and is already stored, so the worker just goes on.
+    """
+    stop = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
+    while _completed_count(study) < trials:
+        try:
+            study.optimize(objective, n_trials=trials - _completed_count(study), callbacks=[*callbacks, stop])
+        except ValueError as exc:
+            if "Cannot tell a COMPLETE trial" not in str(exc):
+                raise
 
 
 def enqueue_known(study: optuna.Study, evaluator: Evaluator, settings: SearchSettings) -> list[str]:
@@ -294,8 +314,7 @@ def worker_main(factory: Callable[[], Evaluator], settings: SearchSettings) -> N
     study = open_study(settings)
     objective = _Objective(evaluator, settings, study)
     try:
-        study.optimize(objective, n_trials=settings.trials, callbacks=[
-            optuna.study.MaxTrialsCallback(settings.trials, states=(optuna.trial.TrialState.COMPLETE,))])
+        _optimize(study, objective, settings.trials, [])
     except KeyboardInterrupt:
         pass
 
