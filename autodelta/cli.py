@@ -14,6 +14,9 @@ from autodelta.errors import AutodeltaError
 _MODEL = typer.Option("tiny-dit", help="Profile name or path to a profile YAML.")
 _RANDOM_WEIGHTS = typer.Option(False, "--random-weights", help="Build the architecture with random weights.")
 _BUDGET = typer.Option("1.6x", help="Speed budget: '1.6x' or '62.5%'.")
+_RESOLUTION = typer.Option(None, help="Image side in pixels (PixArt; default: the profile's).")
+_PROMPT_EMBEDS = typer.Option(None, "--prompt-embeds",
+                              help="safetensors file of prompt embeddings (PixArt; default: the profile's).")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Automatic Δ-DiT cache schedules for Diffusion Transformers.")
@@ -64,11 +67,13 @@ def profile_cmd(
     dtype: str = typer.Option("fp32", help="Dtype for the latency measurement."),
     batch: int = typer.Option(2, help="Batch size for the latency measurement (2 = one image with CFG)."),
     repeats: int = typer.Option(3, help="Timed repeats (median) after one warm-up call."),
+    resolution: Optional[int] = _RESOLUTION,
 ) -> None:
     """Measure per-block MACs (fvcore, attention counted) and latency of a model."""
     from autodelta.commands import run_profile
 
-    run_profile(model, write=write, random_weights=random_weights, dtype=dtype, batch=batch, repeats=repeats)
+    run_profile(model, write=write, random_weights=random_weights, dtype=dtype, batch=batch, repeats=repeats,
+                resolution=resolution)
 
 
 @app.command("rule")
@@ -86,17 +91,33 @@ def rule_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    schedule_path: Path = typer.Argument(..., metavar="SCHEDULE.yaml"),
+    schedule_path: Optional[Path] = typer.Argument(None, metavar="[SCHEDULE.yaml]",
+                                                   help="Schedule to score (or use --baseline)."),
+    baseline: Optional[str] = typer.Option(None, help="Score a caching baseline instead: paper, fora, deepcache, "
+                                                      "fbcache or dbcache, set to --budget."),
+    budget: str = _BUDGET,
+    model: str = _MODEL,
     calib: Optional[int] = typer.Option(None, help="Calibration items (conditions x seeds); default: all."),
     heldout: bool = typer.Option(False, "--heldout", help="Use the held-out seeds instead of the calibration ones."),
     metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names; default: all available."),
     out: Path = typer.Option(Path("out/evaluate"), help="Folder for the image grid."),
     random_weights: bool = _RANDOM_WEIGHTS,
+    resolution: Optional[int] = _RESOLUTION,
+    prompt_embeds: Optional[Path] = _PROMPT_EMBEDS,
 ) -> None:
-    """Score a schedule against full compute on the calibration (or held-out) set."""
-    from autodelta.commands import run_evaluate
+    """Score a schedule, or a baseline at a budget, against full compute on the calibration (or held-out) set."""
+    from autodelta.commands import run_evaluate, run_evaluate_baseline
 
-    run_evaluate(schedule_path, calib=calib, heldout=heldout, metrics=metrics, out=out, random_weights=random_weights)
+    if (schedule_path is None) == (baseline is None):
+        raise AutodeltaError("give either a schedule file or --baseline NAME (not both), e.g. "
+                             "`autodelta evaluate --baseline fora --budget 1.6x`")
+    if baseline is not None:
+        run_evaluate_baseline(baseline, model=model, budget_text=budget, calib=calib, heldout=heldout,
+                              metrics=metrics, out=out, random_weights=random_weights, resolution=resolution,
+                              prompt_embeds=prompt_embeds)
+    else:
+        run_evaluate(schedule_path, calib=calib, heldout=heldout, metrics=metrics, out=out,
+                     random_weights=random_weights, resolution=resolution, prompt_embeds=prompt_embeds)
 
 
 @app.command("search")
@@ -115,13 +136,15 @@ def search_cmd(
     sampler: str = typer.Option("tpe", help="tpe, nsga2 or random."),
     random_weights: bool = _RANDOM_WEIGHTS,
     resume_any: bool = typer.Option(False, "--resume-any", help="Continue a study made with other settings."),
+    resolution: Optional[int] = _RESOLUTION,
+    prompt_embeds: Optional[Path] = _PROMPT_EMBEDS,
 ) -> None:
     """Search the Pareto set of quality vs MACs and write the best schedule within the budget."""
     from autodelta.commands import run_search
 
     run_search(model, budget_text=budget, trials=trials, space_name=space, metric=metric, calib=calib,
                storage=storage, study=study, jobs=jobs, out=out, seed=seed, random_weights=random_weights,
-               resume_any=resume_any, sampler=sampler)
+               resume_any=resume_any, sampler=sampler, resolution=resolution, prompt_embeds=prompt_embeds)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

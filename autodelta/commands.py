@@ -89,7 +89,8 @@ def run_show(schedule_path: Path, png: Optional[Path]) -> None:
         print(f"wrote {png}")
 
 
-def run_profile(model: str, *, write: bool, random_weights: bool, dtype: str, batch: int, repeats: int) -> None:
+def run_profile(model: str, *, write: bool, random_weights: bool, dtype: str, batch: int, repeats: int,
+                resolution: Optional[int] = None) -> None:
     import torch
 
     from autodelta.models import load_profile, parse_dtype
@@ -102,11 +103,13 @@ def run_profile(model: str, *, write: bool, random_weights: bool, dtype: str, ba
     if spec.weights is not None or (spec.pretrained and not random_weights):
         transformer = spec.load_pipeline(dtype=torch_dtype).transformer
     else:
-        transformer = spec.build_transformer().to(torch_dtype)
-    inputs = spec.example_inputs(batch=batch, dtype=torch_dtype)
-    result = profile(transformer, inputs, spec.blocks_attr, repeats=repeats, progress=True, resolution=spec.resolution)
+        transformer = spec.build_transformer()
+        transformer = transformer if torch_dtype == torch.float32 else transformer.to(torch_dtype)
+    resolution = spec.check_resolution(resolution)
+    inputs = spec.example_inputs(batch=batch, dtype=torch_dtype, resolution=resolution)
+    result = profile(transformer, inputs, spec.blocks_attr, repeats=repeats, progress=True, resolution=resolution)
     blocks = result.blocks_macs
-    print(f"{spec.name}: {result.total_macs / 1e9:.3f} GMACs per sample per call "
+    print(f"{spec.name} at {resolution} px: {result.total_macs / 1e9:.3f} GMACs per sample per call "
           f"(pre {result.pre_macs / 1e9:.4f}, blocks {sum(blocks) / 1e9:.3f} = {len(blocks)} x "
           f"{min(blocks) / 1e9:.4f}..{max(blocks) / 1e9:.4f}, post {result.post_macs / 1e9:.4f})")
     share = sum(result.blocks_ms or []) / (result.call_ms or 1.0)
@@ -124,9 +127,7 @@ def run_rule(model: str, budget_text: str, steps: Optional[int], out: Path) -> N
 
     spec = load_profile(model)
     budget = parse_budget(budget_text)
-    cost = spec.cost_model()
-    if cost is None:
-        raise AutodeltaError(f"profile {spec.name} has no cost yet; run `autodelta profile --model {spec.name} --write`")
+    cost = _require_cost(spec)
     steps = steps or spec.steps
     params = paper_rule(cost, steps, budget)
     plan = params.plan(steps, spec.num_blocks)
@@ -154,6 +155,8 @@ class EvaluatorFactory:
     metrics: Optional[tuple[str, ...]] = None
     cache_dir: Optional[str] = None
     prefix_reuse: bool = True
+    resolution: Optional[int] = None
+    prompt_embeds: Optional[str] = None
 
     def __call__(self) -> "DiffusionEvaluator":
         import torch
@@ -168,8 +171,10 @@ class EvaluatorFactory:
         if self.heldout and size is not None:  # --calib also bounds the held-out set (slow models)
             size = min(size, len(CalibrationSet.from_profile(profile, None, heldout=True)))
         calibration = CalibrationSet.from_profile(profile, size, heldout=self.heldout)
+        embeddings = profile.prompt_embeddings(self.prompt_embeds) if profile.text_conditioned else None
         return DiffusionEvaluator(profile, pipe, calibration, metrics=self.metrics, cache_dir=self.cache_dir,
-                                  prefix_reuse=self.prefix_reuse)
+                                  prefix_reuse=self.prefix_reuse, resolution=profile.check_resolution(self.resolution),
+                                  prompt_embeds=embeddings)
 
 
 def _default_cache_dir() -> str:
@@ -179,14 +184,28 @@ def _default_cache_dir() -> str:
     return os.path.join(root, "autodelta", "references")
 
 
-def _warn_random(profile: Profile, random_weights: bool) -> None:
+def _warn_random(profile: Profile, random_weights: bool, prompt_embeds: Optional[Path] = None) -> None:
     if random_weights and profile.pretrained:
         print(f"warning: {profile.name} runs with random weights: its quality numbers are meaningless "
               "(costs and timings are real); use tiny-dit for quality")
+    if profile.text_conditioned:
+        source = str(prompt_embeds) if prompt_embeds else profile.prompt_embeddings().source
+        print(f"conditions: prompt embeddings from {source}")
+
+
+def _prepare_inputs(profile: Profile, resolution: Optional[int], prompt_embeds: Optional[Path]) -> None:
+    """Refuse a bad resolution or prompt-embedding file before any model is built."""
+    profile.check_resolution(resolution)
+    if prompt_embeds is not None:
+        if not profile.text_conditioned:
+            raise AutodeltaError(f"--prompt-embeds is for text-conditioned models; {profile.name} is "
+                                 "class-conditional (use its class labels)")
+        profile.prompt_embeddings(prompt_embeds)
 
 
 def run_evaluate(schedule_path: Path, *, calib: Optional[int], heldout: bool, metrics: Optional[str],
-                 out: Path, random_weights: bool) -> None:
+                 out: Path, random_weights: bool, resolution: Optional[int] = None,
+                 prompt_embeds: Optional[Path] = None) -> None:
     from autodelta.models import load_profile
     from autodelta.report import difference_heatmap, save_image_grid
     from autodelta.schedule import load_schedule
@@ -194,10 +213,12 @@ def run_evaluate(schedule_path: Path, *, calib: Optional[int], heldout: bool, me
     schedule = load_schedule(schedule_path)
     profile = load_profile(schedule.model)
     _check_schedule_fits(schedule, profile)
+    _prepare_inputs(profile, resolution, prompt_embeds)
     out = ensure_writable_dir(out)
-    _warn_random(profile, random_weights)
+    _warn_random(profile, random_weights, prompt_embeds)
     names = tuple(m.strip() for m in metrics.split(",")) if metrics else None
-    evaluator = EvaluatorFactory(schedule.model, random_weights, calib, heldout, names, _default_cache_dir())()
+    evaluator = EvaluatorFactory(schedule.model, random_weights, calib, heldout, names, _default_cache_dir(),
+                                 resolution=resolution, prompt_embeds=str(prompt_embeds) if prompt_embeds else None)()
     result = evaluator.evaluate(schedule.plan)
     full = evaluator.score([None] * schedule.steps, evaluator.reference)
     which = "held-out" if heldout else "calibration"
@@ -214,6 +235,59 @@ def run_evaluate(schedule_path: Path, *, calib: Optional[int], heldout: bool, me
     print(f"wrote {out / 'evaluate.png'}")
 
 
+def run_evaluate_baseline(name: str, *, model: str, budget_text: str, calib: Optional[int], heldout: bool,
+                          metrics: Optional[str], out: Path, random_weights: bool, resolution: Optional[int] = None,
+                          prompt_embeds: Optional[Path] = None) -> None:
+    from autodelta.baselines import get_baseline
+    from autodelta.cost import parse_budget
+    from autodelta.evaluation import CalibrationSet
+    from autodelta.harness import Comparison
+    from autodelta.models import load_profile
+    from autodelta.report import difference_heatmap, save_image_grid
+
+    baseline = get_baseline(name)
+    budget = parse_budget(budget_text)
+    profile = load_profile(model)
+    cost = _require_cost(profile)
+    if baseline.kind == "schedule":  # unreachable budgets are refused before any generation
+        from autodelta.baselines import resolve_plan
+
+        resolve_plan(name, cost, profile.steps, budget)
+    _prepare_inputs(profile, resolution, prompt_embeds)
+    names = tuple(m.strip() for m in metrics.split(",")) if metrics else None
+    out = ensure_writable_dir(out)
+    _warn_random(profile, random_weights, prompt_embeds)
+    size = calib
+    if heldout and size is not None:
+        size = min(size, len(CalibrationSet.from_profile(profile, None, heldout=True)))
+    items = CalibrationSet.from_profile(profile, size, heldout=heldout)
+    pipe = profile.load_pipeline(random_weights=random_weights)
+    embeddings = profile.prompt_embeddings(prompt_embeds) if profile.text_conditioned else None
+    print(f"baseline {name}: {baseline.description}; budget {budget}; {len(items)} "
+          f"{'held-out' if heldout else 'calibration'} items, generated one by one")
+    comparison = Comparison(profile, pipe, items, cost, names, profile.check_resolution(resolution), embeddings,
+                            progress=True)
+    result, full = comparison.baseline(name, budget), comparison.full()
+    print(f"{name} ({result.detail}): {result.speedup:.3f}x MACs speed-up (measured), "
+          f"{result.wall_speedup:.3f}x wall speed-up")
+    print(f"{'metric':<22}{name:>12}{'full compute':>14}")
+    for metric, value in result.metrics.items():
+        print(f"{metric:<22}{value:>12.4f}{full.metrics[metric]:>14.4f}")
+    images = result.images.permute(0, 2, 3, 1).numpy()
+    reference = comparison.reference.images.permute(0, 2, 3, 1).numpy()
+    shown = slice(0, min(10, len(images)))
+    save_image_grid([("full compute", reference[shown]), (name, images[shown]),
+                     ("|difference|", difference_heatmap(images[shown], reference[shown]))], out / "evaluate.png")
+    print(f"wrote {out / 'evaluate.png'}")
+
+
+def _require_cost(profile: Profile) -> CostModel:
+    cost = profile.cost_model()
+    if cost is None:
+        raise AutodeltaError(f"profile {profile.name} has no cost yet; run `autodelta profile --model {profile.name} --write`")
+    return cost
+
+
 def _check_schedule_fits(schedule: Schedule, profile: Profile, check_steps: bool = True) -> None:
     if profile.num_blocks != schedule.num_blocks:
         raise ScheduleError(f"model {profile.name} has N_b={profile.num_blocks} blocks but the schedule "
@@ -225,7 +299,8 @@ def _check_schedule_fits(schedule: Schedule, profile: Profile, check_steps: bool
 
 def run_search(model: str, *, budget_text: str, trials: int, space_name: str, metric: str, calib: Optional[int],
                storage: Optional[str], study: Optional[str], jobs: int, out: Path, seed: int, random_weights: bool,
-               resume_any: bool, sampler: str) -> None:
+               resume_any: bool, sampler: str, resolution: Optional[int] = None,
+               prompt_embeds: Optional[Path] = None) -> None:
     from autodelta.cost import parse_budget
     from autodelta.metrics import get_metric
     from autodelta.models import load_profile
@@ -240,27 +315,29 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
     get_metric(metric)
     if trials < 1 or jobs < 1:
         raise AutodeltaError("--trials and --jobs must be at least 1")
+    _prepare_inputs(profile, resolution, prompt_embeds)
     out = ensure_writable_dir(out)
-    _warn_random(profile, random_weights)
+    _warn_random(profile, random_weights, prompt_embeds)
     settings = SearchSettings(
         budget=budget, space=space, metric=metric, trials=trials,
         storage=storage or f"sqlite:///{(out / 'study.db').resolve()}",
         study_name=study or f"{profile.name}-{space.name}-{budget.text}", sampler=sampler, seed=seed,
         resume_any=resume_any, model=profile.name,
     )
-    cost = profile.cost_model()
-    if cost is None:
-        raise AutodeltaError(f"profile {profile.name} has no cost yet; run `autodelta profile --model {profile.name} --write`")
+    cost = _require_cost(profile)
     check_budget_reachable(space, cost, profile.steps, budget)
     open_study(settings)  # refuses a bad storage URL or a study made for other settings, before any work
-    factory = EvaluatorFactory(profile.name, random_weights, calib, False, None, _default_cache_dir())
+    embeds = str(prompt_embeds) if prompt_embeds else None
+    factory = EvaluatorFactory(model, random_weights, calib, False, None, _default_cache_dir(),
+                               resolution=resolution, prompt_embeds=embeds)
     print(f"search: {profile.name}, budget {budget}, space {space.name} ({space.family}), metric {metric}, "
           f"{trials} trials, storage {settings.storage}, study {settings.study_name}")
     evaluator = factory()
     print(f"reference: {len(evaluator.calibration)} calibration items, full compute, cached in {factory.cache_dir}")
     workers = spawn_workers(jobs - 1, factory, settings) if jobs > 1 else []
     outcome = search(evaluator, settings, progress=True, workers=workers)
-    heldout = EvaluatorFactory(profile.name, random_weights, calib, True, None, _default_cache_dir())
+    heldout = EvaluatorFactory(model, random_weights, calib, True, None, _default_cache_dir(),
+                               resolution=resolution, prompt_embeds=embeds)
     write_outputs(outcome, settings, evaluator, heldout, profile, out)
     if outcome.interrupted:
         print(f"interrupted: the study keeps its {len(outcome.records)} completed trials; run the same command to resume")

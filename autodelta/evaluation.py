@@ -28,7 +28,7 @@ from autodelta.files import atomic_write
 from autodelta.metrics import METRICS, aggregate, get_metric
 from autodelta.models import Profile
 from autodelta.runtime import apply
-from autodelta.sampling import ClassConditionalSampler, SamplerState
+from autodelta.sampling import SamplerState, make_sampler
 from autodelta.schedule import CachedRange, Schedule, Step
 
 
@@ -121,24 +121,20 @@ class DiffusionEvaluator:
     def __init__(self, profile: Profile, pipe: Any, calibration: CalibrationSet, cost: CostModel | None = None,
                  metrics: Sequence[str] | None = None, cache_dir: str | os.PathLike[str] | None = None,
                  weights_id: str | None = None, prefix_reuse: bool = True, cache_bytes: int = 512 * 2**20,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, resolution: int | None = None, prompt_embeds: Any = None) -> None:
         self.profile, self.pipe, self.calibration = profile, pipe, calibration
         self.steps, self.num_blocks = profile.steps, profile.num_blocks
         self.cost = cost or profile.cost_model()
         if self.cost is None:
             raise AutodeltaError(f"profile {profile.name} has no cost yet; run `autodelta profile --model {profile.name} --write`")
-        has_judge = bool(profile.raw.get("classifier"))
-        available = [m for m in METRICS if not METRICS[m].domain or has_judge]
-        self.metric_names = list(metrics or available)
-        for name in self.metric_names:
-            if name not in available:
-                get_metric(name)  # unknown names get the list of known ones
-                raise AutodeltaError(f"metric {name!r} needs a judge that profile {profile.name} lacks; "
-                                     f"available: {', '.join(available)}")
-        needs_judge = any(METRICS[name].domain for name in self.metric_names)
-        self.judge = _judge(profile) if needs_judge else None  # loads the classifier only when asked for
-        self.sampler = ClassConditionalSampler(pipe, calibration.labels, calibration.seeds, profile.steps,
-                                               profile.guidance_scale)
+        self.metric_names = metric_names_for(profile, metrics)
+        self.judge = judge_for(profile, self.metric_names)  # loads the classifier only when asked for
+        self.prompt_embeds = None
+        if profile.text_conditioned:
+            self.prompt_embeds = prompt_embeds or profile.prompt_embeddings()
+        self.resolution = resolution or profile.resolution
+        self.sampler = make_sampler(pipe, profile, calibration.labels, calibration.seeds, self.resolution,
+                                    self.prompt_embeds)
         self.prefix_reuse = prefix_reuse
         self.prefix = _PrefixCache(cache_bytes if prefix_reuse else 0)
         self.blocks_computed = 0
@@ -154,7 +150,8 @@ class DiffusionEvaluator:
             "model": self.profile.name, "weights": self.weights_id, "scheduler": type(self.pipe.scheduler).__name__,
             "steps": self.steps, "guidance_scale": self.profile.guidance_scale,
             "labels": list(self.calibration.labels), "seeds": list(self.calibration.seeds),
-            "dtype": str(self.pipe.transformer.dtype),
+            "dtype": str(self.pipe.transformer.dtype), "resolution": self.resolution,
+            "conditions_source": None if self.prompt_embeds is None else _embeddings_id(self.prompt_embeds),
         }
 
     def reference_path(self) -> Path | None:
@@ -187,20 +184,7 @@ class DiffusionEvaluator:
         return self.score(plan, images)
 
     def score(self, plan: Sequence[Step], images: torch.Tensor) -> Evaluation:
-        per_item: dict[str, list[float]] = {}
-        values: dict[str, float] = {}
-        domain = {}
-        if self.judge is not None and any(METRICS[n].domain for n in self.metric_names):
-            domain = self.judge.scores(images, torch.tensor(self.calibration.labels))
-        for name in self.metric_names:
-            if METRICS[name].domain:
-                items, values[name] = domain[name] if name in domain else (None, float("nan"))
-                if items is not None:
-                    per_item[name] = items
-                continue
-            item_values = METRICS[name].per_item(images, self.reference)
-            per_item[name] = [float(v) for v in item_values]
-            values[name] = aggregate(name, item_values)
+        values, per_item = score_images(self.metric_names, images, self.reference, self.calibration.labels, self.judge)
         return Evaluation(metrics=values, macs=self.cost.plan_macs(plan), speedup=self.cost.speedup(plan),
                           per_item=per_item)
 
@@ -243,6 +227,44 @@ class DiffusionEvaluator:
             print(f"autodelta: {message}", file=sys.stderr)
 
 
+def metric_names_for(profile: Profile, metrics: Sequence[str] | None) -> list[str]:
+    """``metrics`` (default: every metric the profile can score), checked against what it can score."""
+    has_judge = bool(profile.raw.get("classifier"))
+    available = [m for m in METRICS if not METRICS[m].domain or has_judge]
+    names = list(metrics or available)
+    for name in names:
+        if name not in available:
+            get_metric(name)  # unknown names get the list of known ones
+            raise AutodeltaError(f"metric {name!r} needs a judge that profile {profile.name} lacks; "
+                                 f"available: {', '.join(available)}")
+    return names
+
+
+def judge_for(profile: Profile, metric_names: Sequence[str]) -> Any:
+    """The profile's domain judge if a domain metric is asked for (loaded only then), else ``None``."""
+    return _judge(profile) if any(METRICS[name].domain for name in metric_names) else None
+
+
+def score_images(metric_names: Sequence[str], images: torch.Tensor, reference: torch.Tensor,
+                 labels: Sequence[int], judge: Any = None) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Aggregate and per-item values of each metric of ``images`` against ``reference`` (both ``[N, C, H, W]``)."""
+    per_item: dict[str, list[float]] = {}
+    values: dict[str, float] = {}
+    domain = {}
+    if judge is not None and any(METRICS[n].domain for n in metric_names):
+        domain = judge.scores(images, torch.tensor(list(labels)))
+    for name in metric_names:
+        if METRICS[name].domain:
+            items, values[name] = domain[name] if name in domain else (None, float("nan"))
+            if items is not None:
+                per_item[name] = items
+            continue
+        item_values = METRICS[name].per_item(images, reference)
+        per_item[name] = [float(v) for v in item_values]
+        values[name] = aggregate(name, item_values)
+    return values, per_item
+
+
 def _judge(profile: Profile) -> Any:
     """The profile's domain judge (tiny-dit's digit classifier), if it ships one."""
     name = profile.raw.get("classifier")
@@ -255,6 +277,13 @@ def _judge(profile: Profile) -> Any:
         raise AutodeltaError(f"classifier {path} of profile {profile.name} is missing; restore it from git or "
                              "retrain with `python scripts/train_tiny_dit.py`")
     return DigitJudge.from_file(str(path))
+
+
+def _embeddings_id(embeddings: Any) -> str:
+    digest = hashlib.sha256()
+    for tensor in (embeddings.embeds, embeddings.mask, embeddings.negative, embeddings.negative_mask):
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 def _weights_id(profile: Profile) -> str:

@@ -86,6 +86,45 @@ class Profile:
     def cfg_factor(self) -> int:
         return 2 if self.guidance_scale > 1.0 else 1
 
+    @property
+    def text_conditioned(self) -> bool:
+        """Conditions are prompt embeddings (PixArt), not class labels (DiT)."""
+        return self.pipeline == "PixArtAlphaPipeline"
+
+    @property
+    def vae_scale_factor(self) -> int:
+        if self.vae.get("kind", "identity") == "identity":
+            return 1
+        return 2 ** (len(self.vae["config"]["block_out_channels"]) - 1)
+
+    def check_resolution(self, resolution: int | None) -> int:
+        """The resolution to run at: the profile's, or ``resolution`` where the architecture allows it."""
+        if resolution is None or resolution == self.resolution:
+            return self.resolution
+        if not self.text_conditioned:
+            raise ModelError(f"{self.name} runs at its trained resolution {self.resolution} px only "
+                             "(DiT's position embedding is fixed); drop --resolution")
+        self.latent_size(resolution)
+        return int(resolution)
+
+    def latent_size(self, resolution: int | None = None) -> int:
+        """Latent side length at ``resolution`` pixels (default: the profile's)."""
+        resolution = resolution or self.resolution
+        if resolution % (self.vae_scale_factor * int(self.transformer_config.get("patch_size", 1))):
+            raise ModelError(f"resolution {resolution} is not a multiple of "
+                             f"{self.vae_scale_factor * int(self.transformer_config.get('patch_size', 1))} "
+                             f"for {self.name}; pick e.g. 256 or 512")
+        return resolution // self.vae_scale_factor
+
+    def prompt_embeddings(self, override: str | os.PathLike[str] | None = None) -> Any:
+        """Calibration prompt embeddings of a text-conditioned profile (see :mod:`autodelta.prompts`)."""
+        from autodelta.prompts import profile_prompt_embeddings
+
+        spec = dict(self.raw.get("prompt_embeddings") or {})
+        if spec.get("file"):
+            spec["file"] = str((self.path.parent / spec["file"]).resolve())
+        return profile_prompt_embeddings(spec, int(self.transformer_config["caption_channels"]), self.name, override)
+
     def cost_model(self) -> CostModel | None:
         """The profiled per-sample MACs as a :class:`CostModel`, or ``None`` if not profiled yet."""
         if not self.cost or "macs" not in self.cost:
@@ -124,15 +163,19 @@ class Profile:
                       scheduler: str | None = None, seed: int = 0) -> Any:
         """A ready pipeline: shipped weights, cached pretrained weights, or (asked for) random ones."""
         pipeline_cls = _diffusers_class(self.pipeline, "pipeline")
+        # text-conditioned pipelines run without their text encoder when given prompt embeddings
+        no_text = {"tokenizer": None, "text_encoder": None} if self.text_conditioned else {}
         if self.weights is not None:
             transformer = self.build_transformer(seed)
             transformer.load_state_dict(self._load_shipped_weights(), strict=True)
-            pipe = pipeline_cls(transformer=transformer, vae=self._build_vae(seed), scheduler=self.build_scheduler(scheduler))
+            pipe = pipeline_cls(transformer=transformer, vae=self._build_vae(seed), scheduler=self.build_scheduler(scheduler),
+                                **no_text)
         elif random_weights or self.pretrained is None:
             pipe = pipeline_cls(
                 transformer=self.build_transformer(seed),
                 vae=self._build_vae(seed),
                 scheduler=self.build_scheduler(scheduler),
+                **no_text,
             )
         else:
             try:
@@ -170,10 +213,11 @@ class Profile:
             )
         return load_file(str(path))
 
-    def example_inputs(self, batch: int = 1, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict[str, Any]:
-        """Transformer keyword inputs of the profile's resolution, for profiling and tests."""
+    def example_inputs(self, batch: int = 1, dtype: torch.dtype = torch.float32, seed: int = 0,
+                       resolution: int | None = None) -> dict[str, Any]:
+        """Transformer keyword inputs at ``resolution`` (default: the profile's), for profiling and tests."""
         cfg = self.transformer_config
-        size = int(cfg["sample_size"])
+        size = int(cfg["sample_size"]) if self.pipeline == "DiTPipeline" else self.latent_size(resolution)
         gen = torch.Generator().manual_seed(seed)
         inputs: dict[str, Any] = {
             "hidden_states": torch.randn(batch, int(cfg["in_channels"]), size, size, generator=gen).to(dtype),
@@ -181,8 +225,14 @@ class Profile:
         }
         if self.pipeline == "DiTPipeline":
             inputs["class_labels"] = torch.arange(batch, dtype=torch.long) % int(cfg.get("num_embeds_ada_norm", 1000))
+        elif self.text_conditioned:
+            embeddings = self.prompt_embeddings().pipeline_kwargs(range(batch), dtype)
+            inputs["encoder_hidden_states"] = embeddings["prompt_embeds"]
+            inputs["encoder_attention_mask"] = embeddings["prompt_attention_mask"]
+            inputs["added_cond_kwargs"] = pixart_micro_conditions(self, size * self.vae_scale_factor, batch, dtype)
         else:
-            raise ModelError(f"profile {self.name}: example inputs for {self.pipeline} are not supported yet")
+            raise ModelError(f"profile {self.name}: example inputs for {self.pipeline} are not supported; "
+                             "use a DiTPipeline or PixArtAlphaPipeline profile")
         return inputs
 
     def write_cost(self, cost: dict[str, Any]) -> None:
@@ -192,6 +242,16 @@ class Profile:
         atomic_write(self.path, dump_yaml(doc))
         self.cost = cost
         self.raw = doc
+
+
+def pixart_micro_conditions(profile: Profile, resolution: int, batch: int, dtype: torch.dtype,
+                            device: Any = "cpu") -> dict[str, torch.Tensor | None]:
+    """PixArt's resolution/aspect-ratio conditions, exactly as ``PixArtAlphaPipeline`` builds them."""
+    if int(profile.transformer_config["sample_size"]) != 128:
+        return {"resolution": None, "aspect_ratio": None}
+    size = torch.tensor([resolution, resolution]).repeat(batch, 1).to(dtype=dtype, device=device)
+    ratio = torch.tensor([1.0]).repeat(batch, 1).to(dtype=dtype, device=device)
+    return {"resolution": size, "aspect_ratio": ratio}
 
 
 def _diffusers_class(name: str, what: str) -> Any:

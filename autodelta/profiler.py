@@ -10,6 +10,7 @@ charged for work done elsewhere (DiT's head calls ``transformer_blocks[0].norm1.
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import logging
 import platform
 import statistics
@@ -155,8 +156,8 @@ def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_at
         first_block = names.index(blocks_attr)
         pre = 0.0
         for _, module, args, kwargs in order[:first_block]:  # modules that run before the first block
-            tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
-            pre += count_macs(module, kwargs, tensors).total()
+            named = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
+            pre += count_macs(module, dict(named)).total()
     pre_macs = pre / batch
     post_macs = total / batch - pre_macs - sum(block_macs)
     return CostProfile(blocks_macs=block_macs, pre_macs=pre_macs, post_macs=post_macs)

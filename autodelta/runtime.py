@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -187,9 +188,18 @@ class _StepTrackerHook(ModelHook):
     def __init__(self, state: DeltaCacheState) -> None:
         super().__init__()
         self.state = state
+        self._timestep_index: int | None = None
+
+    def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
+        # where `timestep` sits positionally differs: DiT (hidden, timestep, …), PixArt (hidden, encoder, timestep, …)
+        names = list(inspect.signature(type(module).forward).parameters)[1:]
+        self._timestep_index = names.index("timestep") if "timestep" in names else None
+        return module
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        index = self._timestep_index
+        positional = args[index] if index is not None and len(args) > index else None
+        timestep = kwargs.get("timestep", positional)
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         batch = int(hidden.shape[0]) if isinstance(hidden, torch.Tensor) else 1
         self.state.begin_call(timestep, batch)

@@ -1,0 +1,209 @@
+"""The caching methods autodelta is measured against, each set to a MACs budget.
+
+Schedule baselines are explicit plans, so their MACs are exact:
+
+* ``paper``: Δ-DiT's hand-set schedule (the rule's N and N_c; rear blocks early, front late);
+* ``fora``: FORA-style whole-stack reuse; the full steps are spread evenly (a fractional
+  interval T/F, so that the MACs can meet budgets between integer intervals);
+* ``deepcache``: DeepCache-style; the first and last blocks run, the middle is Δ-cached,
+  every N-th step full (N and N_c from the paper's rule, the range centred).
+
+Hook baselines decide at run time; one knob (a threshold) is tuned by bisection until
+the MACs *measured* on the items reach the budget:
+
+* ``fbcache``: diffusers' ``FirstBlockCache`` (``diffusers.hooks.apply_first_block_cache``);
+* ``dbcache``: cache-dit's DBCache with its default F8B0 and 8 warm-up steps (``cache-dit`` package).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from autodelta.cost import Budget, CostModel, paper_rule
+from autodelta.errors import BudgetError, ModelError
+from autodelta.schedule import CachedRange, Step
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    kind: str  # "schedule" or "hook"
+    description: str
+
+
+BASELINES: dict[str, Baseline] = {
+    b.name: b
+    for b in [
+        Baseline("paper", "schedule", "Δ-DiT's hand-set schedule (paper rule: rear blocks early, front blocks late)"),
+        Baseline("fora", "schedule", "FORA-style whole-stack reuse, full steps spread evenly"),
+        Baseline("deepcache", "schedule", "DeepCache-style: first/last blocks run, middle Δ-cached, every N-th step full"),
+        Baseline("fbcache", "hook", "diffusers FirstBlockCache, threshold tuned to the budget"),
+        Baseline("dbcache", "hook", "cache-dit DBCache (F8B0, 8 warm-up steps), threshold tuned to the budget"),
+    ]
+}
+
+# MACs of a baseline may differ from the budget by this share and still count as "equal MACs".
+TOLERANCE = 0.03
+
+
+def get_baseline(name: str) -> Baseline:
+    try:
+        return BASELINES[name]
+    except KeyError:
+        raise BudgetError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINES)}") from None
+
+
+# --- schedule baselines --------------------------------------------------------------------
+def paper_plan(cost: CostModel, steps: int, budget: Budget) -> list[Step]:
+    return paper_rule(cost, steps, budget).plan(steps, cost.num_blocks)
+
+
+def fora_plan(cost: CostModel, steps: int, budget: Budget) -> list[Step]:
+    """Whole stack replayed between F evenly spread full steps.
+
+    F is an integer, so the MACs move in steps of about 1/F: the plan whose MACs are
+    closest to the budget's within ±3% is taken, else the closest one that meets it.
+    """
+    whole = CachedRange(0, cost.num_blocks)
+    target = cost.full_macs(steps) / budget.speedup
+    candidates = []
+    for full in range(1, steps + 1):
+        marks = {math.floor(j * steps / full) for j in range(full)}
+        candidates.append([None if i in marks else whole for i in range(steps)])
+    close = [p for p in candidates if abs(cost.plan_macs(p) / target - 1) <= TOLERANCE]
+    if close:
+        return min(close, key=lambda p: abs(cost.plan_macs(p) / target - 1))
+    meeting = [p for p in candidates if budget.allows(cost.speedup(p))]
+    if not meeting:
+        raise _unreachable("fora", budget, cost.speedup(candidates[0]), "one full step")
+    return max(meeting, key=cost.plan_macs)
+
+
+def deepcache_plan(cost: CostModel, steps: int, budget: Budget) -> list[Step]:
+    """The paper rule's interval and range length, the cached range centred in the stack."""
+    n_b = cost.num_blocks
+    try:
+        interval = paper_rule(cost, steps, budget).interval
+    except BudgetError:
+        interval = steps
+    for n in range(interval, steps + 1):
+        for n_c in range(1, n_b - 1):  # DeepCache always computes at least one block at each end
+            start = (n_b - n_c) // 2
+            plan: list[Step] = [None if i % n == 0 else CachedRange(start, n_c) for i in range(steps)]
+            if budget.allows(cost.speedup(plan)):
+                return plan
+    best = [None if i == 0 else CachedRange(1, n_b - 2) for i in range(steps)]
+    raise _unreachable("deepcache", budget, cost.speedup(best), "one full step, all but the first and last block cached")
+
+
+SCHEDULE_BASELINES: dict[str, Callable[[CostModel, int, Budget], list[Step]]] = {
+    "paper": paper_plan, "fora": fora_plan, "deepcache": deepcache_plan,
+}
+
+
+def _unreachable(name: str, budget: Budget, best: float, how: str) -> BudgetError:
+    return BudgetError(f"baseline {name} cannot reach budget {budget}: its maximum here is {best:.3f}x ({how}); "
+                       "choose a smaller budget")
+
+
+# --- hook baselines ------------------------------------------------------------------------
+class _Installed:
+    """What an installer returns: ``reset()`` before each generation, ``remove()`` at the end."""
+
+    def __init__(self, reset: Callable[[], None], remove: Callable[[], None]) -> None:
+        self.reset, self.remove = reset, remove
+
+
+def fbcache_installer(threshold: float) -> Callable[[Any], _Installed]:
+    """diffusers' FirstBlockCache on ``pipe.transformer``, with the cache context DiT/PixArt lack."""
+
+    def install(pipe: Any) -> _Installed:
+        from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, apply_first_block_cache
+        from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
+        from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+        transformer = pipe.transformer
+        apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=threshold))
+        registry = HookRegistry.check_if_exists_or_initialize(transformer)
+        # DiT and PixArt do not inherit CacheMixin (no `cache_context`): set the context ourselves.
+        _set_cache_context(transformer, CacheContext("autodelta"))
+
+        def reset() -> None:  # each generation starts without a cached residual (reset also drops the context)
+            registry.reset_stateful_hooks(recurse=True)
+            _set_cache_context(transformer, CacheContext("autodelta"))
+
+        def remove() -> None:
+            _set_cache_context(transformer, None)
+            registry.remove_hook(_FBC_LEADER_BLOCK_HOOK, recurse=True)
+            registry.remove_hook(_FBC_BLOCK_HOOK, recurse=True)
+
+        return _Installed(reset, remove)
+
+    return install
+
+
+def dbcache_installer(threshold: float) -> Callable[[Any], _Installed]:
+    """cache-dit's DBCache (its defaults, ``residual_diff_threshold`` set) on the whole pipeline."""
+
+    def install(pipe: Any) -> _Installed:
+        os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")  # its per-call INFO lines would drown the progress bar
+        try:
+            import cache_dit
+        except ImportError:
+            raise ModelError("baseline dbcache needs the cache-dit package; pip install cache-dit") from None
+        for name in list(logging.root.manager.loggerDict):
+            if name.upper().startswith("CACHE_DIT"):
+                logging.getLogger(name).setLevel(logging.ERROR)
+        cache_dit.enable_cache(pipe, cache_config=cache_dit.DBCacheConfig(residual_diff_threshold=threshold))
+        # cache-dit opens a fresh cache context on every pipeline call: nothing to reset
+        return _Installed(lambda: None, lambda: cache_dit.disable_cache(pipe))
+
+    return install
+
+
+HOOK_BASELINES: dict[str, Callable[[float], Callable[[Any], _Installed]]] = {
+    "fbcache": fbcache_installer, "dbcache": dbcache_installer,
+}
+
+
+@dataclass
+class Tuned:
+    """A hook baseline's threshold and what it measured there."""
+
+    threshold: float
+    speedup: float
+    run: Any
+
+
+def tune_threshold(name: str, measure: Callable[[Callable[[Any], _Installed]], Any], budget: Budget,
+                   low: float = 1e-3, high: float = 10.0, iterations: int = 8) -> Tuned:
+    """Bisection in log-threshold for the smallest threshold whose measured speed-up meets the budget.
+
+    ``measure(installer)`` generates the items and returns a run with ``.speedup``.
+    """
+    make = HOOK_BASELINES[name]
+    top = measure(make(high))
+    if not budget.allows(top.speedup):
+        raise _unreachable(name, budget, top.speedup, f"threshold {high:g}, as much skipping as the method allows")
+    best = Tuned(high, top.speedup, top)
+    lo, hi = math.log(low), math.log(high)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        run = measure(make(math.exp(mid)))
+        if budget.allows(run.speedup):
+            hi = mid
+            best = Tuned(math.exp(mid), run.speedup, run)
+            if run.speedup <= budget.speedup * (1 + TOLERANCE):
+                break  # equal MACs within tolerance: close enough
+        else:
+            lo = mid
+    return best
+
+
+def resolve_plan(name: str, cost: CostModel, steps: int, budget: Budget) -> Sequence[Step]:
+    """The plan of a schedule baseline at ``budget``."""
+    return SCHEDULE_BASELINES[name](cost, steps, budget)

@@ -1,0 +1,133 @@
+"""Prompt embeddings: the calibration conditions of text-conditioned models (PixArt-α).
+
+PixArt's T5-XXL encoder is 4.7 B parameters and cannot be downloaded here, and the
+search never needs the text itself: it needs fixed conditions. So conditions are
+prompt embeddings, either from a file written on a machine that has the encoder
+(``safetensors`` with ``prompt_embeds`` ``[N, L, D]``, ``prompt_attention_mask``
+``[N, L]`` and optionally ``negative_prompt_embeds``/``negative_prompt_attention_mask``
+``[1, L, D]``/``[1, L]``), or seeded random embeddings for random-weight runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from autodelta.errors import ModelError
+
+# T5-XXL hidden states have a standard deviation of about 0.2; random stand-ins match it.
+_RANDOM_SCALE = 0.2
+
+
+@dataclass(frozen=True)
+class PromptEmbeddings:
+    """Embeddings of N prompts and of the negative (empty) prompt used for guidance."""
+
+    embeds: torch.Tensor  # [N, L, D]
+    mask: torch.Tensor  # [N, L]
+    negative: torch.Tensor  # [1, L, D]
+    negative_mask: torch.Tensor  # [1, L]
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.embeds.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.embeds.shape[-1])
+
+    def pipeline_kwargs(self, indices: Sequence[int], dtype: torch.dtype = torch.float32,
+                        device: Any = "cpu") -> dict[str, torch.Tensor]:
+        """Keyword arguments of ``PixArtAlphaPipeline.__call__`` for the prompts ``indices``."""
+        index = torch.tensor([int(i) % len(self) for i in indices], dtype=torch.long)
+        count = len(index)
+        return {
+            "prompt_embeds": self.embeds[index].to(device=device, dtype=dtype),
+            "prompt_attention_mask": self.mask[index].to(device),
+            "negative_prompt_embeds": self.negative.expand(count, -1, -1).to(device=device, dtype=dtype),
+            "negative_prompt_attention_mask": self.negative_mask.expand(count, -1).to(device),
+        }
+
+    def checked(self, width: int, profile: str) -> "PromptEmbeddings":
+        """Itself, if its width matches the transformer's caption channels; a one-line error otherwise."""
+        if self.width != width or self.negative.shape[-1] != width:
+            raise ModelError(
+                f"prompt embeddings from {self.source} have width {self.width} but {profile} expects "
+                f"{width} (caption_channels of its transformer); encode the prompts with that model's text encoder"
+            )
+        return self
+
+
+def random_prompt_embeddings(count: int, tokens: int, width: int, seed: int = 0) -> PromptEmbeddings:
+    """Seeded stand-ins for T5 embeddings: Gaussian tokens, each prompt a different valid length."""
+    gen = torch.Generator().manual_seed(seed)
+    embeds = torch.randn(count, tokens, width, generator=gen) * _RANDOM_SCALE
+    mask = torch.zeros(count, tokens, dtype=torch.long)
+    for i in range(count):
+        mask[i, : min(tokens, 8 + (7 * i) % 24)] = 1
+    negative = torch.randn(1, tokens, width, generator=gen) * _RANDOM_SCALE
+    negative_mask = torch.zeros(1, tokens, dtype=torch.long)
+    negative_mask[0, :1] = 1  # T5 encodes "" as one end-of-sequence token
+    return PromptEmbeddings(embeds, mask, negative, negative_mask,
+                            source=f"random embeddings (seed {seed}, {count} x {tokens} x {width})")
+
+
+def load_prompt_embeddings(path: str | os.PathLike[str]) -> PromptEmbeddings:
+    """Embeddings from a ``safetensors`` file; the negative prompt defaults to zeros with one token."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"prompt embeddings file {path} does not exist; write it with save_prompt_embeddings()")
+    try:
+        doc = load_file(str(path))
+    except Exception as exc:
+        raise ModelError(f"prompt embeddings file {path} is not a readable safetensors file ({type(exc).__name__})") from None
+    if "prompt_embeds" not in doc:
+        raise ModelError(f"prompt embeddings file {path} lacks 'prompt_embeds' [N, L, D]; "
+                         "save it with save_prompt_embeddings()")
+    embeds = doc["prompt_embeds"].float()
+    if embeds.ndim != 3:
+        raise ModelError(f"'prompt_embeds' in {path} has shape {tuple(embeds.shape)}; expected [N, L, D]")
+    count, tokens, width = embeds.shape
+    mask = doc.get("prompt_attention_mask", torch.ones(count, tokens, dtype=torch.long))
+    negative = doc.get("negative_prompt_embeds")
+    if negative is None:
+        negative = torch.zeros(1, tokens, width)
+        negative_mask = torch.zeros(1, tokens, dtype=torch.long)
+        negative_mask[0, :1] = 1
+    else:
+        negative = negative.float()[:1]
+        negative_mask = doc.get("negative_prompt_attention_mask", torch.ones(1, tokens, dtype=torch.long))[:1]
+    return PromptEmbeddings(embeds, mask.long(), negative, negative_mask.long(), source=str(path))
+
+
+def save_prompt_embeddings(path: str | os.PathLike[str], pipe: Any, prompts: Sequence[str],
+                           max_sequence_length: int = 120) -> None:
+    """Encode ``prompts`` with a PixArt pipeline's T5 (on a machine that has it) and save them atomically."""
+    from safetensors.torch import save
+
+    from autodelta.files import atomic_write
+
+    embeds, mask, negative, negative_mask = pipe.encode_prompt(
+        list(prompts), do_classifier_free_guidance=True, negative_prompt="", max_sequence_length=max_sequence_length)
+    tensors = {"prompt_embeds": embeds, "prompt_attention_mask": mask,
+               "negative_prompt_embeds": negative[:1], "negative_prompt_attention_mask": negative_mask[:1]}
+    atomic_write(Path(path), save({k: v.detach().float().cpu().contiguous() if v.is_floating_point()
+                                   else v.detach().cpu().contiguous() for k, v in tensors.items()}))
+
+
+def profile_prompt_embeddings(spec: dict[str, Any], width: int, profile: str,
+                              override: str | os.PathLike[str] | None = None) -> PromptEmbeddings:
+    """A profile's ``prompt_embeddings`` section (``file: …`` or ``random: {count, tokens, seed}``), checked."""
+    if override is not None:
+        return load_prompt_embeddings(override).checked(width, profile)
+    if spec.get("file"):
+        return load_prompt_embeddings(spec["file"]).checked(width, profile)
+    random_spec = spec.get("random") or {}
+    return random_prompt_embeddings(int(random_spec.get("count", 4)), int(random_spec.get("tokens", 120)), width,
+                                    int(random_spec.get("seed", 0)))

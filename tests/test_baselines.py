@@ -1,0 +1,99 @@
+"""Baselines: plans at a budget, hooks tuned to it, and the harness that counts what really ran."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autodelta.baselines import BASELINES, deepcache_plan, fora_plan, get_baseline, paper_plan, resolve_plan
+from autodelta.cost import CostModel, parse_budget
+from autodelta.errors import BudgetError
+from autodelta.evaluation import CalibrationSet
+from autodelta.harness import Comparison, ItemwiseRunner, plan_installer
+from autodelta.schedule import CachedRange
+from tests.test_cli import assert_one_line_error, run_cli
+
+
+@pytest.mark.parametrize("budget", ["1.3x", "1.6x", "2.0x"])
+def test_schedule_baselines_meet_the_budget_closely(budget):
+    cost, b = CostModel.uniform(28, pre=0.01, post=0.01), parse_budget(budget)
+    for make in (paper_plan, fora_plan, deepcache_plan):
+        plan = make(cost, 20, b)
+        share = cost.plan_macs(plan) / (cost.full_macs(20) / b.speedup)  # MACs relative to the budget's
+        assert plan[0] is None and 0.9 < share <= 1.03, make.__name__  # equal MACs (±3%) or the nearest above
+
+
+def test_fora_replays_the_whole_stack_and_deepcache_the_middle():
+    cost, b = CostModel.uniform(28), parse_budget("1.6x")
+    fora = fora_plan(cost, 20, b)
+    assert {s for s in fora if s is not None} == {CachedRange(0, 28)}
+    assert sum(s is None for s in fora) == 12  # 20/12 = 1.667x; 13 full steps would give 1.538x
+    deep = deepcache_plan(cost, 20, b)
+    ranges = {s for s in deep if s is not None}
+    assert len(ranges) == 1
+    (middle,) = ranges
+    assert middle.start >= 1 and middle.stop <= 27 and abs(middle.start - (28 - middle.stop)) <= 1
+
+
+def test_unreachable_budget_says_the_maximum(capsys):
+    cost = CostModel.uniform(28)
+    with pytest.raises(BudgetError, match=r"maximum here is \d+\.\d+x"):
+        deepcache_plan(cost, 4, parse_budget("3.9x"))
+    code, _, err = run_cli(capsys, "evaluate", "--baseline", "deepcache", "--model", "dit-test", "--budget", "25x")
+    assert_one_line_error(code, err, "deepcache cannot reach budget 25x", "maximum")
+
+
+def test_unknown_baseline_lists_the_known_ones(capsys):
+    with pytest.raises(BudgetError):
+        get_baseline("teacache")
+    code, _, err = run_cli(capsys, "evaluate", "--baseline", "teacache", "--model", "dit-test")
+    assert_one_line_error(code, err, "unknown baseline 'teacache'", *BASELINES)
+    code, _, err = run_cli(capsys, "evaluate", "--model", "dit-test")
+    assert_one_line_error(code, err, "either a schedule file or --baseline")
+
+
+@pytest.fixture()
+def runner(profile):
+    items = CalibrationSet.from_profile(profile, 3)
+    return ItemwiseRunner(profile, profile.load_pipeline(), items, profile.cost_model())
+
+
+def test_harness_counts_exactly_what_a_plan_runs(profile, runner):
+    full = runner.run()
+    assert full.speedup == pytest.approx(1.0) and runner.counts == [3 * 20] * 28
+    plan = resolve_plan("paper", runner.cost, 20, parse_budget("1.6x"))
+    run = runner.run(plan_installer(plan, profile, runner.cost))
+    assert run.speedup == pytest.approx(runner.cost.speedup(plan), rel=1e-12)
+    assert not torch.equal(run.images, full.images)
+
+
+def test_first_block_cache_is_tuned_to_the_budget_and_removed_cleanly(profile, runner):
+    from autodelta.baselines import fbcache_installer
+
+    full = runner.run()
+    never = runner.run(fbcache_installer(0.0))  # threshold 0: every step computes every block
+    assert never.speedup == pytest.approx(1.0) and torch.equal(never.images, full.images)
+    comparison = Comparison(profile, runner.pipe, runner.items, runner.cost, metrics=["psnr"])
+    result = comparison.baseline("fbcache", parse_budget("1.3x"))
+    assert 1.3 <= result.speedup < 1.3 * 1.1 and "threshold" in result.detail
+    assert torch.equal(runner.run().images, full.images)  # hooks gone: full compute again
+
+
+def test_dbcache_runs_through_cache_dit(profile, runner):
+    from autodelta.baselines import dbcache_installer
+
+    full = runner.run()
+    cached = runner.run(dbcache_installer(10.0))  # caches every step after its 8 warm-up steps
+    # F8B0: 8 warm-up steps of 28 blocks, then only the first 8 blocks
+    assert runner.counts[0] == 3 * 20 and runner.counts[27] == 3 * 8
+    assert cached.speedup == pytest.approx(runner.cost.full_macs(20) / cached.macs)
+    assert cached.speedup > 1.5
+    assert torch.equal(runner.run().images, full.images)
+
+
+def test_evaluate_baseline_end_to_end(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "evaluate", "--baseline", "fora", "--model", "dit-test", "--budget", "2x",
+                             "--calib", "2", "--out", str(tmp_path / "e"))
+    assert code == 0, err
+    assert "fora" in out and "psnr" in out and "MACs speed-up (measured)" in out
+    assert (tmp_path / "e" / "evaluate.png").exists()
