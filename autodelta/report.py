@@ -124,3 +124,24 @@ def save_pareto_png(records: Sequence["object"], pareto: Sequence["object"], bud
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
     _save_figure(fig, path)
+
+
+def save_quality_png(points: dict[str, list[tuple[float, float]]], path: str | os.PathLike[str],
+                     metric: str = "PSNR to full compute (dB)") -> None:
+    """Quality vs MACs speed-up, one line per method (points: method → [(speed-up, quality), …])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (name, values), marker in zip(points.items(), ["*", "s", "^", "D", "v", "P", "o"]):
+        values = sorted(v for v in values if v[1] == v[1])  # drop NaN (unreachable budgets)
+        if values:
+            ax.plot([v[0] for v in values], [v[1] for v in values], f"-{marker}", ms=9 if marker == "*" else 5,
+                    label=name, lw=2.2 if marker == "*" else 1.2)
+    ax.set_xlabel("MACs speed-up (measured)")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    _save_figure(fig, path)

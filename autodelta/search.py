@@ -301,7 +301,10 @@ def enqueue_known(study: optuna.Study, evaluator: Evaluator, settings: SearchSet
     """Queue the paper rule's schedule and the baselines that the space can express."""
     rule = paper_rule(evaluator.cost, evaluator.steps, settings.budget)
     labels = []
-    for label, values in known_seeds(settings.space, rule, evaluator.steps, evaluator.num_blocks):
+    def fits(plan: Sequence[Step]) -> bool:
+        return settings.budget.allows(evaluator.cost.speedup(plan))
+
+    for label, values in known_seeds(settings.space, rule, evaluator.steps, evaluator.num_blocks, fits):
         free = {p.name: values[p.name] for p in settings.space.params if p.kind != "fixed"}
         study.enqueue_trial(free, user_attrs={"seed_label": label}, skip_if_exists=True)
         labels.append(label)

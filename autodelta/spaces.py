@@ -281,11 +281,15 @@ def _param_lines(path: Path) -> dict[str, int]:
     return lines
 
 
-def known_seeds(space: SearchSpace, rule: DeltaDiTParams, steps: int, num_blocks: int) -> list[tuple[str, dict[str, Any]]]:
+def known_seeds(space: SearchSpace, rule: DeltaDiTParams, steps: int, num_blocks: int,
+                fits: Callable[[tuple[Step, ...]], bool] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Known schedules as this space's parameters: the rule's, the paper's preset, the baselines'.
 
     Only those that lie inside the space are returned; the search enqueues them first so
-    it can never return worse than any of them.
+    it can never return worse than any of them. With ``fits`` (plan → within budget), the
+    anchored family also gets warm-up seeds shaped like cache-dit's DBCache: the first
+    steps full, then every other step computes the front blocks and replays the rest,
+    with the fewest cached blocks that meet the budget.
     """
     b, _ = paper_boundary(steps)
     n, n_c = rule.interval, rule.cached_blocks
@@ -310,7 +314,19 @@ def known_seeds(space: SearchSpace, rule: DeltaDiTParams, steps: int, num_blocks
                             "s_early": num_blocks - n_c, "n_late": n_c, "s_late": 0}),
             ("whole-stack reuse", {"N": n, "head": 1, "tail": 0, "b": b, "n_early": num_blocks, "s_early": 0,
                                    "n_late": num_blocks, "s_late": 0}),
+            ("middle-block cache", {"N": n, "head": 1, "tail": 0, "b": b, "n_early": n_c,
+                                    "s_early": (num_blocks - n_c) // 2, "n_late": n_c,
+                                    "s_late": (num_blocks - n_c) // 2}),
         ]
+        if fits is not None:
+            for head in sorted({max(1, steps // 4), max(1, (2 * steps) // 5), max(1, steps // 2)}):
+                for tail in (0, 1):
+                    for cached in range(1, num_blocks + 1):  # fewest cached rear blocks that meet the budget
+                        values = {"N": 2, "head": head, "tail": tail, "b": 0, "n_early": cached,
+                                  "s_early": num_blocks - cached, "n_late": cached, "s_late": num_blocks - cached}
+                        if space.contains(values, steps, num_blocks) and fits(space.plan(values, steps, num_blocks)):
+                            cands.append((f"warm-up {head}, tail {tail}", values))
+                            break
     elif space.family == "free-steps":
         full = math.ceil(steps / n)
         cands = [  # this family places full steps differently, so these are neighbours of the known plans

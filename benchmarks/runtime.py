@@ -1,11 +1,13 @@
-"""Runtime benchmark: wall-clock vs MACs speed-up of the paper's 1.6x schedule on DiT-XL/2.
+"""Runtime benchmark: wall-clock vs MACs speed-up of the paper's schedule, per model.
 
-DiT-XL/2 architecture (random weights: timing and MACs do not depend on them), CFG
-batch 2 (one class label), 20 DPM-Solver++ steps. Three configurations run side by
-side in one process, interleaved per repeat so machine noise hits them alike:
-unpatched, the all-full plan installed (hook overhead), and the paper's 1.6x schedule.
+Architectures with random weights (timing and MACs do not depend on them): DiT-XL/2
+(CFG batch 2, 20 DPM-Solver++ steps, 1.6x), PixArt-α XL-2 (CFG batch 2, 20 steps,
+1.6x, at --resolution) and PixArt-α-LCM (batch 1, 4 LCM steps, the paper's 1.12x).
+Per model three configurations run side by side in one process, interleaved per
+repeat so machine noise hits them alike: unpatched, the all-full plan installed (hook
+overhead), and the paper's schedule.
 
-    python benchmarks/runtime.py [--dtype fp32] [--repeats 2] [--steps 20]
+    python benchmarks/runtime.py [--models dit-xl,pixart-alpha,pixart-lcm] [--dtype fp32] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -28,30 +30,44 @@ from autodelta.schedule import Schedule
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dit-xl")
+    parser.add_argument("--models", default="dit-xl,pixart-alpha,pixart-lcm")
     parser.add_argument("--dtype", default="fp32", help="fp32 (default here: this CPU has no native bf16), bf16, fp16")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--budget", default="1.6x")
+    parser.add_argument("--resolution", type=int, default=256, help="PixArt image side (DiT-XL/2: always 256)")
     args = parser.parse_args()
+    summary = [bench(name, args) for name in args.models.split(",")]
+    print()
+    print("| model | dtype | batch | steps | schedule | MACs speed-up | wall speed-up (transformer) | "
+          "wall/MACs | hook overhead |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for line in summary:
+        print(line)
 
-    profile = load_profile(args.model)
+
+BUDGETS = {"pixart-lcm": "1.12x"}  # the paper's LCM setting; 1.6x elsewhere
+
+
+def bench(model: str, args: argparse.Namespace) -> str:
+    profile = load_profile(model)
     dtype = parse_dtype(args.dtype)
     cost = profile.cost_model()
-    params = paper_rule(cost, args.steps, parse_budget(args.budget))
-    plan = params.plan(args.steps, profile.num_blocks)
-    common = dict(model=profile.name, num_blocks=profile.num_blocks, scheduler=profile.scheduler, steps=args.steps,
+    steps, budget = profile.steps, BUDGETS.get(profile.name, "1.6x")
+    resolution = profile.check_resolution(args.resolution if profile.text_conditioned else None)
+    params = paper_rule(cost, steps, parse_budget(budget))
+    plan = params.plan(steps, profile.num_blocks)
+    common = dict(model=profile.name, num_blocks=profile.num_blocks, scheduler=profile.scheduler, steps=steps,
                   guidance_scale=profile.guidance_scale)
     paper = Schedule(plan=plan, params=params.as_dict(), **common)
-    all_full = Schedule(plan=(None,) * args.steps, **common)
+    all_full = Schedule(plan=(None,) * steps, **common)
+    paper_name = f"paper {budget}"
 
-    print(f"building {profile.name} ({args.dtype}, {args.device}, random weights) ...", flush=True)
+    print(f"building {profile.name} ({args.dtype}, {args.device}, random weights, {resolution} px) ...", flush=True)
     pipe = profile.load_pipeline(random_weights=True, dtype=dtype).to(args.device)
     labels = [profile.conditions[0]]
-    generate(pipe, profile, labels, seed=0, steps=2)  # warm-up
+    generate(pipe, profile, labels, seed=0, steps=2, resolution=resolution)  # warm-up
 
-    times: dict[str, list[tuple[float, float]]] = {"unpatched": [], "all-full plan": [], "paper 1.6x": []}
+    times: dict[str, list[tuple[float, float]]] = {"unpatched": [], "all-full plan": [], paper_name: []}
     peak_mem: dict[str, int] = {}
     cache_bytes = 0
     for r in range(args.repeats):
@@ -60,11 +76,11 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             if name == "unpatched":
-                gen = generate(pipe, profile, labels, seed=r, steps=args.steps)
+                gen = generate(pipe, profile, labels, seed=r, steps=steps, resolution=resolution)
             else:
-                with autodelta.apply(pipe, paper if name == "paper 1.6x" else all_full, cost=cost) as handle:
-                    gen = generate(pipe, profile, labels, seed=r, steps=args.steps)
-                if name == "paper 1.6x":
+                with autodelta.apply(pipe, paper if name == paper_name else all_full, cost=cost) as handle:
+                    gen = generate(pipe, profile, labels, seed=r, steps=steps, resolution=resolution)
+                if name == paper_name:
                     cache_bytes = handle.stats.peak_cache_bytes
             times[name].append((gen.transformer_s, gen.pipeline_s))
             if args.device == "cuda":
@@ -76,18 +92,19 @@ def main() -> None:
         return statistics.median(t[i] for t in times[name])
 
     macs_speedup = cost.speedup(plan)
-    wall_tr = med("unpatched", 0) / med("paper 1.6x", 0)
-    wall_pipe = med("unpatched", 1) / med("paper 1.6x", 1)
+    wall_tr = med("unpatched", 0) / med(paper_name, 0)
+    wall_pipe = med("unpatched", 1) / med(paper_name, 1)
     overhead = med("all-full plan", 0) / med("unpatched", 0) - 1
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
     print()
-    print(f"# runtime benchmark: {profile.name}, {args.dtype}, {device}, CFG batch 2, {args.steps} "
-          f"{profile.scheduler} steps, median of {args.repeats}")
-    print(f"schedule: paper rule at {args.budget}: N={params.interval}, N_c={params.cached_blocks}, b={params.boundary}")
+    batch = profile.cfg_factor
+    print(f"# runtime benchmark: {profile.name} at {resolution} px, {args.dtype}, {device}, "
+          f"{'CFG ' if batch == 2 else ''}batch {batch}, {steps} {profile.scheduler} steps, median of {args.repeats}")
+    print(f"schedule: paper rule at {budget}: N={params.interval}, N_c={params.cached_blocks}, b={params.boundary}")
     print("| configuration | transformer s | pipeline s | MACs speed-up | wall speed-up (transformer) | wall speed-up (pipeline) |")
     print("|---|---|---|---|---|---|")
     for name in times:
-        macs = macs_speedup if name == "paper 1.6x" else 1.0
+        macs = macs_speedup if name == paper_name else 1.0
         print(f"| {name} | {med(name, 0):.2f} | {med(name, 1):.2f} | {macs:.3f}x | "
               f"{med('unpatched', 0) / med(name, 0):.3f}x | {med('unpatched', 1) / med(name, 1):.3f}x |")
     print(f"wall/MACs ratio (transformer): {wall_tr / macs_speedup:.3f}  (target >= 0.95, goal 0.97)")
@@ -99,8 +116,12 @@ def main() -> None:
             print(f"peak GPU memory {name}: {value / 2**30:.2f} GiB")
     else:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print(f"peak process RSS (all configurations, weights included): {rss:.2f} GiB")
+        print(f"peak process RSS (so far in this run, weights included): {rss:.2f} GiB")
     sys.stdout.flush()
+    del pipe
+    return (f"| {profile.name} ({resolution} px) | {args.dtype} | {batch} | {steps} | {paper_name} "
+            f"(N={params.interval}, N_c={params.cached_blocks}) | {macs_speedup:.3f}x | {wall_tr:.3f}x | "
+            f"{wall_tr / macs_speedup:.3f} | {overhead:+.2%} |")
 
 
 if __name__ == "__main__":
