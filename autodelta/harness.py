@@ -163,6 +163,13 @@ class Comparison:
         return MethodResult(name=name, speedup=run.speedup, wall_speedup=self.reference.seconds / run.seconds,
                             metrics=values, images=run.images, detail=detail)
 
+    def retime(self) -> None:
+        """Time full compute again (same images), so wall speed-ups compare runs made close together."""
+        again = self.runner.run(None, desc="full compute (re-timed)")
+        if not torch.equal(again.images, self.reference.images):
+            raise RuntimeError("full compute is not deterministic on this machine; wall speed-ups would mislead")
+        self.reference = again
+
     def full(self) -> MethodResult:
         return self._result("full compute", self.reference, "")
 

@@ -5,8 +5,8 @@ one harness (real DiTPipeline calls, item by item, batch 1 doubled by CFG), whic
 the blocks that really ran: the MACs speed-up of every row is measured, not claimed.
 Hook methods (diffusers FirstBlockCache, cache-dit DBCache) get their threshold tuned on
 these items until their measured MACs meet the budget. Wall speed-ups are one timed pass
-per method on this machine (noisy; tiny-dit is small, so per-call overhead weighs more
-than on DiT-XL).
+per method against a full-compute pass re-timed at the start of each budget (noisy;
+tiny-dit is small, so per-call overhead weighs more than on DiT-XL).
 
     python benchmarks/quality.py [--budgets 1.3x,1.6x,2.0x] [--trials 60]
 """
@@ -82,6 +82,7 @@ def main() -> None:
         budget = parse_budget(budget_text)
         path = searched_schedule(args.model, budget_text, args.trials, args.space, Path(args.work) / budget.text)
         schedule = load_schedule(path)
+        comparison.retime()  # the wall speed-ups of this budget's rows divide by a full run timed just before
         results = [comparison.plan("autodelta (searched)", schedule.plan, f"{args.space} space, {args.trials} trials")]
         for name in args.baselines.split(","):
             try:
