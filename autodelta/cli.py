@@ -36,16 +36,19 @@ def apply_cmd(
     schedule_path: Path = typer.Argument(..., metavar="SCHEDULE.yaml", help="Schedule file to apply."),
     compare: bool = typer.Option(False, "--compare", help="Also generate with full compute and compare."),
     seed: int = typer.Option(0, help="Seed of the initial noise."),
-    class_labels: Optional[str] = typer.Option(None, "--class-labels", help="Comma-separated class ids."),
+    class_labels: Optional[str] = typer.Option(None, "--class-labels",
+                                               help="Comma-separated class ids (PixArt: prompt-embedding indices)."),
     out: Path = typer.Option(Path("out/apply"), help="Folder for the images."),
     random_weights: bool = _RANDOM_WEIGHTS,
     dtype: str = typer.Option("fp32", help="fp32, bf16 or fp16."),
+    resolution: Optional[int] = _RESOLUTION,
+    prompt_embeds: Optional[Path] = _PROMPT_EMBEDS,
 ) -> None:
     """Generate with a schedule; with --compare, also with full compute, and report speed-up and PSNR."""
     from autodelta.commands import run_apply
 
     run_apply(schedule_path, compare=compare, seed=seed, class_labels=class_labels, out=out,
-              random_weights=random_weights, dtype=dtype)
+              random_weights=random_weights, dtype=dtype, resolution=resolution, prompt_embeds=prompt_embeds)
 
 
 @app.command("show")

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Optional[str], out: Path,
-              random_weights: bool, dtype: str) -> None:
+              random_weights: bool, dtype: str, resolution: Optional[int] = None,
+              prompt_embeds: Optional[Path] = None) -> None:
     import torch
 
     from autodelta.cli import _labels
@@ -33,17 +34,21 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
     out = ensure_writable_dir(out)
     profile = load_profile(schedule.model)
     _check_schedule_fits(schedule, profile, check_steps=False)  # apply runs the schedule's own T
-    labels = _labels(class_labels, list(profile.conditions[:2]) or [0])
+    labels = _labels(class_labels, list(profile.conditions[:2]) or [0])  # PixArt: prompt-embedding indices
+    _prepare_inputs(profile, resolution, prompt_embeds)
+    resolution = profile.check_resolution(resolution)
+    embeddings = profile.prompt_embeddings(prompt_embeds) if profile.text_conditioned else None
     if random_weights and profile.pretrained:
         print(f"note: {profile.name} built with random weights: images are noise, timings and MACs are real")
     pipe = profile.load_pipeline(random_weights=random_weights, dtype=torch_dtype, scheduler=schedule.scheduler)
     guidance = schedule.guidance_scale if schedule.guidance_scale is not None else profile.guidance_scale
     cost = profile.cost_model() or _measured_cost(profile)
     with torch.no_grad():  # warm-up: first calls pay one-off allocation costs
-        pipe.transformer(**profile.example_inputs(batch=2 * len(labels), dtype=torch_dtype), return_dict=False)
-    full = generate(pipe, profile, labels, seed, schedule.steps, guidance) if compare else None
+        pipe.transformer(**profile.example_inputs(batch=profile.cfg_factor * len(labels), dtype=torch_dtype,
+                                                  resolution=resolution), return_dict=False)
+    full = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, embeddings) if compare else None
     with apply(pipe, schedule, cost=cost) as handle:
-        cached = generate(pipe, profile, labels, seed, schedule.steps, guidance)
+        cached = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, embeddings)
     save_image_grid([("schedule", cached.images)], out / "schedule.png")
     print(f"schedule: {schedule_path} ({schedule.model}, T={schedule.steps}, {schedule.full_steps} full steps)")
     print(f"runtime:  {handle.stats}")

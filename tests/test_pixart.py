@@ -148,3 +148,17 @@ def test_search_end_to_end_on_pixart_lcm(tmp_path, capsys, pixart):
     assert "prompt embeddings from random embeddings" in out
     schedule = autodelta.load_schedule(tmp_path / "s" / "schedule.yaml")
     assert schedule.steps == 4 and schedule.plan[0] is None and schedule.cost["speedup"] >= 1.12
+
+
+def test_apply_compare_on_pixart_from_the_cli(capsys, tmp_path, pixart):
+    cost = pixart.cost_model()
+    plan = list(paper_rule(cost, 20, parse_budget("1.6x")).plan(20, 28))
+    path = tmp_path / "pixart.yaml"
+    make_schedule(plan, model="pixart-test", cost=cost.summary(plan)).save(path)
+    code, out, err = run_cli(capsys, "apply", str(path), "--compare", "--class-labels", "0,2",
+                             "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    assert "PSNR to full" in out and "prompt embeddings" not in err
+    assert (tmp_path / "o" / "compare.png").exists()
+    code, _, err = run_cli(capsys, "apply", str(path), "--resolution", "17", "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "resolution 17")
