@@ -9,6 +9,7 @@ operation, so an all-full plan gives bit-identical images (tested for both).
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -42,7 +43,7 @@ def _timesteps_for(t: Any, batch: int, device: Any) -> torch.Tensor:
     return timesteps.expand(batch)
 
 
-class StepSampler:
+class StepSampler(ABC):
     """Shared part of the loops: fixed items (condition, seed), one step at a time, state in and out."""
 
     transformer: torch.nn.Module
@@ -67,14 +68,17 @@ class StepSampler:
     def timestep_key(self, state: SamplerState, step: int) -> float:
         return float(state.scheduler.timesteps[step])
 
+    @abstractmethod
     def initial_state(self) -> SamplerState:
-        raise NotImplementedError
+        """State before step 0: initial noise, a fresh scheduler, the RNG state."""
 
+    @abstractmethod
     def step(self, state: SamplerState) -> SamplerState:
-        raise NotImplementedError
+        """Run step ``state.step + 1``; the input state is not modified."""
 
+    @abstractmethod
     def decode(self, state: SamplerState) -> torch.Tensor:
-        raise NotImplementedError
+        """Images ``[N, C, H, W]`` in [0, 1], as the pipeline decodes them."""
 
 
 class ClassConditionalSampler(StepSampler):
