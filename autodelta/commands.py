@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from autodelta.errors import AutodeltaError, ScheduleError
 from autodelta.files import ensure_writable_dir
 
 if TYPE_CHECKING:
     from autodelta.cost import CostModel
-    from autodelta.evaluation import DiffusionEvaluator
+    from autodelta.evaluation import CalibrationSet, DiffusionEvaluator
     from autodelta.models import Profile
     from autodelta.schedule import Schedule
 
@@ -35,9 +35,7 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
     profile = load_profile(schedule.model)
     _check_schedule_fits(schedule, profile, check_steps=False)  # apply runs the schedule's own T
     labels = _labels(class_labels, list(profile.conditions[:2]) or [0])  # PixArt: prompt-embedding indices
-    _prepare_inputs(profile, resolution, prompt_embeds)
-    resolution = profile.check_resolution(resolution)
-    embeddings = profile.prompt_embeddings(prompt_embeds) if profile.text_conditioned else None
+    resolution, embeddings = _prepare_inputs(profile, resolution, prompt_embeds)
     if random_weights and profile.pretrained:
         print(f"note: {profile.name} built with random weights: images are noise, timings and MACs are real")
     pipe = profile.load_pipeline(random_weights=random_weights, dtype=torch_dtype, scheduler=schedule.scheduler)
@@ -166,16 +164,13 @@ class EvaluatorFactory:
     def __call__(self) -> "DiffusionEvaluator":
         import torch
 
-        from autodelta.evaluation import CalibrationSet, DiffusionEvaluator
+        from autodelta.evaluation import DiffusionEvaluator
         from autodelta.models import load_profile
 
         torch.set_num_threads(max(1, torch.get_num_threads()))
         profile = load_profile(self.model)
         pipe = profile.load_pipeline(random_weights=self.random_weights)
-        size = self.calib
-        if self.heldout and size is not None:  # --calib also bounds the held-out set (slow models)
-            size = min(size, len(CalibrationSet.from_profile(profile, None, heldout=True)))
-        calibration = CalibrationSet.from_profile(profile, size, heldout=self.heldout)
+        calibration = _item_set(profile, self.calib, self.heldout)
         embeddings = profile.prompt_embeddings(self.prompt_embeds) if profile.text_conditioned else None
         return DiffusionEvaluator(profile, pipe, calibration, metrics=self.metrics, cache_dir=self.cache_dir,
                                   prefix_reuse=self.prefix_reuse, resolution=profile.check_resolution(self.resolution),
@@ -198,21 +193,45 @@ def _warn_random(profile: Profile, random_weights: bool, prompt_embeds: Optional
         print(f"conditions: prompt embeddings from {source}")
 
 
-def _prepare_inputs(profile: Profile, resolution: Optional[int], prompt_embeds: Optional[Path]) -> None:
-    """Refuse a bad resolution or prompt-embedding file before any model is built."""
-    profile.check_resolution(resolution)
-    if prompt_embeds is not None:
-        if not profile.text_conditioned:
-            raise AutodeltaError(f"--prompt-embeds is for text-conditioned models; {profile.name} is "
-                                 "class-conditional (use its class labels)")
-        profile.prompt_embeddings(prompt_embeds)
+def _prepare_inputs(profile: Profile, resolution: Optional[int], prompt_embeds: Optional[Path]) -> tuple[int, Any]:
+    """The resolution and prompt embeddings to run with; a bad one is refused before any model is built."""
+    resolution = profile.check_resolution(resolution)
+    if prompt_embeds is not None and not profile.text_conditioned:
+        raise AutodeltaError(f"--prompt-embeds is for text-conditioned models; {profile.name} is "
+                             "class-conditional (use its class labels)")
+    embeddings = profile.prompt_embeddings(prompt_embeds) if profile.text_conditioned else None
+    return resolution, embeddings
+
+
+def _item_set(profile: Profile, calib: Optional[int], heldout: bool) -> "CalibrationSet":
+    """Calibration or held-out items; ``--calib`` also bounds the held-out set (slow models)."""
+    from autodelta.evaluation import CalibrationSet
+
+    size = calib
+    if heldout and size is not None:
+        size = min(size, len(CalibrationSet.from_profile(profile, None, heldout=True)))
+    return CalibrationSet.from_profile(profile, size, heldout=heldout)
+
+
+def _print_and_save_comparison(label: str, metrics: dict[str, float], full: dict[str, float], images: Any,
+                               reference: Any, out: Path) -> None:
+    """The metrics table (method vs full compute) and the grid: reference, method, difference."""
+    from autodelta.report import difference_heatmap, save_image_grid
+
+    print(f"{'metric':<22}{label:>12}{'full compute':>14}")
+    for name, value in metrics.items():
+        print(f"{name:<22}{value:>12.4f}{full[name]:>14.4f}")
+    images, reference = images.permute(0, 2, 3, 1).numpy(), reference.permute(0, 2, 3, 1).numpy()
+    shown = slice(0, min(10, len(images)))
+    save_image_grid([("full compute", reference[shown]), (label, images[shown]),
+                     ("|difference|", difference_heatmap(images[shown], reference[shown]))], out / "evaluate.png")
+    print(f"wrote {out / 'evaluate.png'}")
 
 
 def run_evaluate(schedule_path: Path, *, calib: Optional[int], heldout: bool, metrics: Optional[str],
                  out: Path, random_weights: bool, resolution: Optional[int] = None,
                  prompt_embeds: Optional[Path] = None) -> None:
     from autodelta.models import load_profile
-    from autodelta.report import difference_heatmap, save_image_grid
     from autodelta.schedule import load_schedule
 
     schedule = load_schedule(schedule_path)
@@ -229,15 +248,8 @@ def run_evaluate(schedule_path: Path, *, calib: Optional[int], heldout: bool, me
     which = "held-out" if heldout else "calibration"
     print(f"{schedule_path}: {schedule.model}, {len(evaluator.calibration)} {which} items, "
           f"{result.speedup:.3f}x MACs speed-up")
-    print(f"{'metric':<22}{'schedule':>12}{'full compute':>14}")
-    for name, value in result.metrics.items():
-        print(f"{name:<22}{value:>12.4f}{full.metrics[name]:>14.4f}")
-    images = evaluator.generate(schedule.plan).permute(0, 2, 3, 1).numpy()
-    reference = evaluator.reference.permute(0, 2, 3, 1).numpy()
-    shown = slice(0, min(10, len(images)))
-    save_image_grid([("full compute", reference[shown]), ("schedule", images[shown]),
-                     ("|difference|", difference_heatmap(images[shown], reference[shown]))], out / "evaluate.png")
-    print(f"wrote {out / 'evaluate.png'}")
+    _print_and_save_comparison("schedule", result.metrics, full.metrics, evaluator.generate(schedule.plan),
+                               evaluator.reference, out)
 
 
 def run_evaluate_baseline(name: str, *, model: str, budget_text: str, calib: Optional[int], heldout: bool,
@@ -245,10 +257,8 @@ def run_evaluate_baseline(name: str, *, model: str, budget_text: str, calib: Opt
                           prompt_embeds: Optional[Path] = None) -> None:
     from autodelta.baselines import get_baseline
     from autodelta.cost import parse_budget
-    from autodelta.evaluation import CalibrationSet
     from autodelta.harness import Comparison
     from autodelta.models import load_profile
-    from autodelta.report import difference_heatmap, save_image_grid
 
     baseline = get_baseline(name)
     budget = parse_budget(budget_text)
@@ -258,32 +268,19 @@ def run_evaluate_baseline(name: str, *, model: str, budget_text: str, calib: Opt
         from autodelta.baselines import resolve_plan
 
         resolve_plan(name, cost, profile.steps, budget)
-    _prepare_inputs(profile, resolution, prompt_embeds)
+    resolution, embeddings = _prepare_inputs(profile, resolution, prompt_embeds)
     names = tuple(m.strip() for m in metrics.split(",")) if metrics else None
     out = ensure_writable_dir(out)
     _warn_random(profile, random_weights, prompt_embeds)
-    size = calib
-    if heldout and size is not None:
-        size = min(size, len(CalibrationSet.from_profile(profile, None, heldout=True)))
-    items = CalibrationSet.from_profile(profile, size, heldout=heldout)
+    items = _item_set(profile, calib, heldout)
     pipe = profile.load_pipeline(random_weights=random_weights)
-    embeddings = profile.prompt_embeddings(prompt_embeds) if profile.text_conditioned else None
     print(f"baseline {name}: {baseline.description}; budget {budget}; {len(items)} "
           f"{'held-out' if heldout else 'calibration'} items, generated one by one")
-    comparison = Comparison(profile, pipe, items, cost, names, profile.check_resolution(resolution), embeddings,
-                            progress=True)
+    comparison = Comparison(profile, pipe, items, cost, names, resolution, embeddings, progress=True)
     result, full = comparison.baseline(name, budget), comparison.full()
     print(f"{name} ({result.detail}): {result.speedup:.3f}x MACs speed-up (measured), "
           f"{result.wall_speedup:.3f}x wall speed-up")
-    print(f"{'metric':<22}{name:>12}{'full compute':>14}")
-    for metric, value in result.metrics.items():
-        print(f"{metric:<22}{value:>12.4f}{full.metrics[metric]:>14.4f}")
-    images = result.images.permute(0, 2, 3, 1).numpy()
-    reference = comparison.reference.images.permute(0, 2, 3, 1).numpy()
-    shown = slice(0, min(10, len(images)))
-    save_image_grid([("full compute", reference[shown]), (name, images[shown]),
-                     ("|difference|", difference_heatmap(images[shown], reference[shown]))], out / "evaluate.png")
-    print(f"wrote {out / 'evaluate.png'}")
+    _print_and_save_comparison(name, result.metrics, full.metrics, result.images, comparison.reference.images, out)
 
 
 def _require_cost(profile: Profile) -> CostModel:

@@ -65,6 +65,12 @@ class StepSampler(ABC):
         scheduler.set_timesteps(self.steps, **kwargs)
         return scheduler
 
+    @staticmethod
+    def _next_step(state: SamplerState) -> tuple[int, Any, Any]:
+        """Index, a private copy of the scheduler (the input state stays reusable) and timestep of the next step."""
+        scheduler = copy.deepcopy(state.scheduler)
+        return state.step + 1, scheduler, scheduler.timesteps[state.step + 1]
+
     def timestep_key(self, state: SamplerState, step: int) -> float:
         return float(state.scheduler.timesteps[step])
 
@@ -105,9 +111,7 @@ class ClassConditionalSampler(StepSampler):
     @torch.no_grad()
     def step(self, state: SamplerState) -> SamplerState:
         """Run step ``state.step + 1`` and return the new state (the input state is not modified)."""
-        i = state.step + 1
-        scheduler = copy.deepcopy(state.scheduler)
-        t = scheduler.timesteps[i]
+        i, scheduler, t = self._next_step(state)
         latent_model_input = state.latents
         if self.cfg:
             half = latent_model_input[: len(latent_model_input) // 2]
@@ -181,9 +185,7 @@ class PromptSampler(StepSampler):
     @torch.no_grad()
     def step(self, state: SamplerState) -> SamplerState:
         """Run step ``state.step + 1`` and return the new state (the input state is not modified)."""
-        i = state.step + 1
-        scheduler = copy.deepcopy(state.scheduler)
-        t = scheduler.timesteps[i]
+        i, scheduler, t = self._next_step(state)
         latents = state.latents
         latent_model_input = torch.cat([latents] * 2) if self.cfg else latents
         latent_model_input = scheduler.scale_model_input(latent_model_input, t)
