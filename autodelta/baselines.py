@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from autodelta.cost import Budget, CostModel, paper_rule
 from autodelta.errors import BudgetError, ModelError
+from autodelta.logs import quieted
 from autodelta.schedule import CachedRange, Step
 
 
@@ -118,28 +119,47 @@ class _Installed:
         self.reset, self.remove = reset, remove
 
 
+def _hook_names(modules: Sequence[Any]) -> set[tuple[int, str]]:
+    from diffusers.hooks import HookRegistry
+
+    return {(index, name) for index, module in enumerate(modules)
+            for name in HookRegistry.check_if_exists_or_initialize(module).hooks}
+
+
 def fbcache_installer(threshold: float) -> Callable[[Any], _Installed]:
-    """diffusers' FirstBlockCache on ``pipe.transformer``, with the cache context DiT/PixArt lack."""
+    """diffusers' FirstBlockCache on ``pipe.transformer``, through public diffusers API only.
+
+    DiT and PixArt do not inherit ``CacheMixin``, so nothing opens the cache context the
+    hooks need; autodelta opens it with ``CacheMixin.cache_context`` (a plain context
+    manager on any module) and removes exactly the hooks that ``apply_first_block_cache``
+    added (found by comparing the hook registries before and after).
+    """
 
     def install(pipe: Any) -> _Installed:
-        from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, apply_first_block_cache
-        from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
-        from diffusers.hooks.hooks import CacheContext, _set_cache_context
-
+        try:
+            from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, apply_first_block_cache
+            from diffusers.models.cache_utils import CacheMixin
+        except ImportError:
+            raise ModelError("baseline fbcache needs diffusers >= 0.35 (FirstBlockCache and cache_context); "
+                             "pip install -U diffusers") from None
         transformer = pipe.transformer
+        modules = [transformer, *transformer.modules()]
+        before = _hook_names(modules)
         apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=threshold))
+        added = _hook_names(modules) - before
         registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        # DiT and PixArt do not inherit CacheMixin (no `cache_context`): set the context ourselves.
-        _set_cache_context(transformer, CacheContext("autodelta"))
+        context = ExitStack()
+        context.enter_context(CacheMixin.cache_context(transformer, "autodelta"))  # type: ignore[arg-type]
 
         def reset() -> None:  # each generation starts without a cached residual (reset also drops the context)
+            context.close()
             registry.reset_stateful_hooks(recurse=True)
-            _set_cache_context(transformer, CacheContext("autodelta"))
+            context.enter_context(CacheMixin.cache_context(transformer, "autodelta"))  # type: ignore[arg-type]
 
         def remove() -> None:
-            _set_cache_context(transformer, None)
-            registry.remove_hook(_FBC_LEADER_BLOCK_HOOK, recurse=True)
-            registry.remove_hook(_FBC_BLOCK_HOOK, recurse=True)
+            context.close()
+            for index, name in added:
+                HookRegistry.check_if_exists_or_initialize(modules[index]).remove_hook(name, recurse=False)
 
         return _Installed(reset, remove)
 
@@ -150,17 +170,21 @@ def dbcache_installer(threshold: float) -> Callable[[Any], _Installed]:
     """cache-dit's DBCache (its defaults, ``residual_diff_threshold`` set) on the whole pipeline."""
 
     def install(pipe: Any) -> _Installed:
-        os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")  # its per-call INFO lines would drown the progress bar
         try:
             import cache_dit
         except ImportError:
             raise ModelError("baseline dbcache needs the cache-dit package; pip install cache-dit") from None
-        for name in list(logging.root.manager.loggerDict):
-            if name.upper().startswith("CACHE_DIT"):
-                logging.getLogger(name).setLevel(logging.ERROR)
+        quiet = ExitStack()
+        # its per-call INFO lines would drown the progress bar
+        quiet.enter_context(quieted("CACHE_DIT", "cache_dit", level=logging.ERROR))
         cache_dit.enable_cache(pipe, cache_config=cache_dit.DBCacheConfig(residual_diff_threshold=threshold))
+
+        def remove() -> None:
+            cache_dit.disable_cache(pipe)
+            quiet.close()
+
         # cache-dit opens a fresh cache context on every pipeline call: nothing to reset
-        return _Installed(lambda: None, lambda: cache_dit.disable_cache(pipe))
+        return _Installed(lambda: None, remove)
 
     return install
 

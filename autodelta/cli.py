@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from autodelta.errors import AutodeltaError
+from autodelta.logs import configure_cli_logging
 
 # Options shared by several commands, defined once.
 _MODEL = typer.Option("tiny-dit", help="Profile name or path to a profile YAML.")
@@ -20,15 +21,6 @@ _PROMPT_EMBEDS = typer.Option(None, "--prompt-embeds",
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Automatic Δ-DiT cache schedules for Diffusion Transformers.")
-
-
-def _labels(text: Optional[str], default: list[int]) -> list[int]:
-    if text is None:
-        return default
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise AutodeltaError(f"--class-labels {text!r} is not a comma-separated list of integers, e.g. 207,360") from None
 
 
 @app.command("apply")
@@ -150,27 +142,41 @@ def search_cmd(
                resume_any=resume_any, sampler=sampler, resolution=resolution, prompt_embeds=prompt_embeds)
 
 
+def _click_error(exc: BaseException) -> tuple[str, int] | None:
+    """A click/typer usage error as (one line, exit code), or ``None`` if ``exc`` is not one.
+
+    typer vendors click (``typer._click`` from 0.29), so the exception classes are matched
+    by name rather than by import: the CLI behaves the same with either.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "ClickException" not in names:
+        return None
+    message = " ".join(str(exc.format_message()).split()).rstrip(".")  # type: ignore[attr-defined]
+    command = getattr(getattr(exc, "ctx", None), "command_path", None) or "autodelta"
+    if "UsageError" in names:
+        message += f"; see `{command} --help`"
+    return message, int(getattr(exc, "exit_code", 2))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point: user mistakes become one line on stderr and exit code 2."""
+    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    configure_cli_logging()
     try:
         app(args=argv, standalone_mode=False)
     except AutodeltaError as exc:
         print(f"autodelta: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         print("autodelta: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        usage = _click_error(exc)
+        if usage is None:
+            raise
+        print(f"autodelta: error: {usage[0]}", file=sys.stderr)
+        sys.exit(usage[1])
 
 
 if __name__ == "__main__":

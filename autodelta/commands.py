@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -11,7 +10,6 @@ from autodelta.files import ensure_writable_dir
 
 if TYPE_CHECKING:
     from autodelta.cost import CostModel
-    from autodelta.evaluation import CalibrationSet, DiffusionEvaluator
     from autodelta.models import Profile
     from autodelta.schedule import Schedule
 
@@ -21,7 +19,6 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
               prompt_embeds: Optional[Path] = None) -> None:
     import torch
 
-    from autodelta.cli import _labels
     from autodelta.generation import generate
     from autodelta.metrics import psnr_of_images
     from autodelta.models import load_profile, parse_dtype
@@ -35,7 +32,7 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
     profile = load_profile(schedule.model)
     _check_schedule_fits(schedule, profile, check_steps=False)  # apply runs the schedule's own T
     labels = _labels(class_labels, list(profile.conditions[:2]) or [0])  # PixArt: prompt-embedding indices
-    resolution, embeddings = _prepare_inputs(profile, resolution, prompt_embeds)
+    resolution, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
     if random_weights and profile.pretrained:
         print(f"note: {profile.name} built with random weights: images are noise, timings and MACs are real")
     pipe = profile.load_pipeline(random_weights=random_weights, dtype=torch_dtype, scheduler=schedule.scheduler)
@@ -44,9 +41,9 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
     with torch.no_grad():  # warm-up: first calls pay one-off allocation costs
         pipe.transformer(**profile.example_inputs(batch=profile.cfg_factor * len(labels), dtype=torch_dtype,
                                                   resolution=resolution), return_dict=False)
-    full = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, embeddings) if compare else None
+    full = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning) if compare else None
     with apply(pipe, schedule, cost=cost) as handle:
-        cached = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, embeddings)
+        cached = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
     save_image_grid([("schedule", cached.images)], out / "schedule.png")
     print(f"schedule: {schedule_path} ({schedule.model}, T={schedule.steps}, {schedule.full_steps} full steps)")
     print(f"runtime:  {handle.stats}")
@@ -125,12 +122,13 @@ def run_profile(model: str, *, write: bool, random_weights: bool, dtype: str, ba
 
 def run_rule(model: str, budget_text: str, steps: Optional[int], out: Path) -> None:
     from autodelta.cost import paper_rule, parse_budget
+    from autodelta.evaluation import require_cost
     from autodelta.models import load_profile
     from autodelta.schedule import Schedule, paper_boundary
 
     spec = load_profile(model)
     budget = parse_budget(budget_text)
-    cost = _require_cost(spec)
+    cost = require_cost(spec)
     steps = steps or spec.steps
     params = paper_rule(cost, steps, budget)
     plan = params.plan(steps, spec.num_blocks)
@@ -147,70 +145,26 @@ def run_rule(model: str, budget_text: str, steps: Optional[int], out: Path) -> N
 
 
 # --- evaluate and search ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class EvaluatorFactory:
-    """Builds a :class:`DiffusionEvaluator` in any process (``--jobs`` workers pickle this)."""
-
-    model: str
-    random_weights: bool = False
-    calib: Optional[int] = None
-    heldout: bool = False
-    metrics: Optional[tuple[str, ...]] = None
-    cache_dir: Optional[str] = None
-    prefix_reuse: bool = True
-    resolution: Optional[int] = None
-    prompt_embeds: Optional[str] = None
-
-    def __call__(self) -> "DiffusionEvaluator":
-        import torch
-
-        from autodelta.evaluation import DiffusionEvaluator
-        from autodelta.models import load_profile
-
-        torch.set_num_threads(max(1, torch.get_num_threads()))
-        profile = load_profile(self.model)
-        pipe = profile.load_pipeline(random_weights=self.random_weights)
-        calibration = _item_set(profile, self.calib, self.heldout)
-        embeddings = profile.prompt_embeddings(self.prompt_embeds) if profile.text_conditioned else None
-        return DiffusionEvaluator(profile, pipe, calibration, metrics=self.metrics, cache_dir=self.cache_dir,
-                                  prefix_reuse=self.prefix_reuse, resolution=profile.check_resolution(self.resolution),
-                                  prompt_embeds=embeddings)
+def _labels(text: Optional[str], default: list[int]) -> list[int]:
+    if text is None:
+        return default
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise AutodeltaError(f"--class-labels {text!r} is not a comma-separated list of integers, e.g. 207,360") from None
 
 
-def _default_cache_dir() -> str:
-    import os
-
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "autodelta", "references")
-
-
-def _warn_random(profile: Profile, random_weights: bool, prompt_embeds: Optional[Path] = None) -> None:
+def _warn_random(profile: Profile, random_weights: bool, conditioning: Any) -> None:
     if random_weights and profile.pretrained:
         print(f"warning: {profile.name} runs with random weights: its quality numbers are meaningless "
               "(costs and timings are real); use tiny-dit for quality")
-    if profile.text_conditioned:
-        source = str(prompt_embeds) if prompt_embeds else profile.prompt_embeddings().source
-        print(f"conditions: prompt embeddings from {source}")
+    if conditioning is not None:
+        print(f"conditions: prompt embeddings from {conditioning.source}")
 
 
 def _prepare_inputs(profile: Profile, resolution: Optional[int], prompt_embeds: Optional[Path]) -> tuple[int, Any]:
-    """The resolution and prompt embeddings to run with; a bad one is refused before any model is built."""
-    resolution = profile.check_resolution(resolution)
-    if prompt_embeds is not None and not profile.text_conditioned:
-        raise AutodeltaError(f"--prompt-embeds is for text-conditioned models; {profile.name} is "
-                             "class-conditional (use its class labels)")
-    embeddings = profile.prompt_embeddings(prompt_embeds) if profile.text_conditioned else None
-    return resolution, embeddings
-
-
-def _item_set(profile: Profile, calib: Optional[int], heldout: bool) -> "CalibrationSet":
-    """Calibration or held-out items; ``--calib`` also bounds the held-out set (slow models)."""
-    from autodelta.evaluation import CalibrationSet
-
-    size = calib
-    if heldout and size is not None:
-        size = min(size, len(CalibrationSet.from_profile(profile, None, heldout=True)))
-    return CalibrationSet.from_profile(profile, size, heldout=heldout)
+    """The resolution and conditioning to run with; a bad one is refused before any model is built."""
+    return profile.check_resolution(resolution), profile.adapter.conditioning(prompt_embeds)
 
 
 def _print_and_save_comparison(label: str, metrics: dict[str, float], full: dict[str, float], images: Any,
@@ -231,18 +185,18 @@ def _print_and_save_comparison(label: str, metrics: dict[str, float], full: dict
 def run_evaluate(schedule_path: Path, *, calib: Optional[int], heldout: bool, metrics: Optional[str],
                  out: Path, random_weights: bool, resolution: Optional[int] = None,
                  prompt_embeds: Optional[Path] = None) -> None:
+    from autodelta.evaluation import EvaluatorFactory
     from autodelta.models import load_profile
     from autodelta.schedule import load_schedule
 
     schedule = load_schedule(schedule_path)
     profile = load_profile(schedule.model)
     _check_schedule_fits(schedule, profile)
-    _prepare_inputs(profile, resolution, prompt_embeds)
+    _, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
     out = ensure_writable_dir(out)
-    _warn_random(profile, random_weights, prompt_embeds)
-    names = tuple(m.strip() for m in metrics.split(",")) if metrics else None
-    evaluator = EvaluatorFactory(schedule.model, random_weights, calib, heldout, names, _default_cache_dir(),
-                                 resolution=resolution, prompt_embeds=str(prompt_embeds) if prompt_embeds else None)()
+    _warn_random(profile, random_weights, conditioning)
+    evaluator = EvaluatorFactory(schedule.model, random_weights, calib, heldout, _metric_names(metrics),
+                                 resolution=resolution, prompt_embeds=_path_text(prompt_embeds))()
     result = evaluator.evaluate(schedule.plan)
     full = evaluator.score([None] * schedule.steps, evaluator.reference)
     which = "held-out" if heldout else "calibration"
@@ -256,38 +210,33 @@ def run_evaluate_baseline(name: str, *, model: str, budget_text: str, calib: Opt
                           metrics: Optional[str], out: Path, random_weights: bool, resolution: Optional[int] = None,
                           prompt_embeds: Optional[Path] = None) -> None:
     from autodelta.baselines import get_baseline
+    from autodelta.calibration import item_set
     from autodelta.cost import parse_budget
+    from autodelta.evaluation import require_cost
     from autodelta.harness import Comparison
     from autodelta.models import load_profile
 
     baseline = get_baseline(name)
     budget = parse_budget(budget_text)
     profile = load_profile(model)
-    cost = _require_cost(profile)
+    cost = require_cost(profile)
     if baseline.kind == "schedule":  # unreachable budgets are refused before any generation
         from autodelta.baselines import resolve_plan
 
         resolve_plan(name, cost, profile.steps, budget)
-    resolution, embeddings = _prepare_inputs(profile, resolution, prompt_embeds)
-    names = tuple(m.strip() for m in metrics.split(",")) if metrics else None
+    resolution, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
     out = ensure_writable_dir(out)
-    _warn_random(profile, random_weights, prompt_embeds)
-    items = _item_set(profile, calib, heldout)
+    _warn_random(profile, random_weights, conditioning)
+    items = item_set(profile, calib, heldout)
     pipe = profile.load_pipeline(random_weights=random_weights)
     print(f"baseline {name}: {baseline.description}; budget {budget}; {len(items)} "
           f"{'held-out' if heldout else 'calibration'} items, generated one by one")
-    comparison = Comparison(profile, pipe, items, cost, names, resolution, embeddings, progress=True)
+    comparison = Comparison(profile, pipe, items, cost, _metric_names(metrics), resolution, conditioning,
+                            progress=True)
     result, full = comparison.baseline(name, budget), comparison.full()
     print(f"{name} ({result.detail}): {result.speedup:.3f}x MACs speed-up (measured), "
           f"{result.wall_speedup:.3f}x wall speed-up")
     _print_and_save_comparison(name, result.metrics, full.metrics, result.images, comparison.reference.images, out)
-
-
-def _require_cost(profile: Profile) -> CostModel:
-    cost = profile.cost_model()
-    if cost is None:
-        raise AutodeltaError(f"profile {profile.name} has no cost yet; run `autodelta profile --model {profile.name} --write`")
-    return cost
 
 
 def _check_schedule_fits(schedule: Schedule, profile: Profile, check_steps: bool = True) -> None:
@@ -304,6 +253,7 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
                resume_any: bool, sampler: str, resolution: Optional[int] = None,
                prompt_embeds: Optional[Path] = None) -> None:
     from autodelta.cost import parse_budget
+    from autodelta.evaluation import EvaluatorFactory, require_cost
     from autodelta.metrics import get_metric
     from autodelta.models import load_profile
     from autodelta.search import SearchSettings, check_budget_reachable, open_study, spawn_workers
@@ -317,30 +267,39 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
     get_metric(metric)
     if trials < 1 or jobs < 1:
         raise AutodeltaError("--trials and --jobs must be at least 1")
-    _prepare_inputs(profile, resolution, prompt_embeds)
+    _, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
     out = ensure_writable_dir(out)
-    _warn_random(profile, random_weights, prompt_embeds)
+    _warn_random(profile, random_weights, conditioning)
     settings = SearchSettings(
         budget=budget, space=space, metric=metric, trials=trials,
         storage=storage or f"sqlite:///{(out / 'study.db').resolve()}",
         study_name=study or f"{profile.name}-{space.name}-{budget.text}", sampler=sampler, seed=seed,
         resume_any=resume_any, model=profile.name,
     )
-    cost = _require_cost(profile)
+    cost = require_cost(profile)
     check_budget_reachable(space, cost, profile.steps, budget)
     open_study(settings)  # refuses a bad storage URL or a study made for other settings, before any work
-    embeds = str(prompt_embeds) if prompt_embeds else None
-    factory = EvaluatorFactory(model, random_weights, calib, False, None, _default_cache_dir(),
-                               resolution=resolution, prompt_embeds=embeds)
+    factory = EvaluatorFactory(model, random_weights, calib, False, None, resolution=resolution,
+                               prompt_embeds=_path_text(prompt_embeds))
     print(f"search: {profile.name}, budget {budget}, space {space.name} ({space.family}), metric {metric}, "
           f"{trials} trials, storage {settings.storage}, study {settings.study_name}")
     evaluator = factory()
     print(f"reference: {len(evaluator.calibration)} calibration items, full compute, cached in {factory.cache_dir}")
     workers = spawn_workers(jobs - 1, factory, settings) if jobs > 1 else []
     outcome = search(evaluator, settings, progress=True, workers=workers)
-    heldout = EvaluatorFactory(model, random_weights, calib, True, None, _default_cache_dir(),
-                               resolution=resolution, prompt_embeds=embeds)
-    write_outputs(outcome, settings, evaluator, heldout, profile, out)
+    heldout = EvaluatorFactory(model, random_weights, calib, True, None, resolution=resolution,
+                               prompt_embeds=_path_text(prompt_embeds))
+    figures = write_outputs(outcome, settings, evaluator, heldout, profile, out)
+    for line in figures["summary"]:
+        print(line)
     if outcome.interrupted:
         print(f"interrupted: the study keeps its {len(outcome.records)} completed trials; run the same command to resume")
         raise SystemExit(130)
+
+
+def _metric_names(text: Optional[str]) -> Optional[tuple[str, ...]]:
+    return tuple(m.strip() for m in text.split(",")) if text else None
+
+
+def _path_text(path: Optional[Path]) -> Optional[str]:
+    return str(path) if path is not None else None

@@ -1,6 +1,6 @@
 """Cost model (MACs of a plan), speed budgets and the paper's rule for N and N_c.
 
-MACs follow DESIGN §2: a call costs ``M_pre + Σ_{k run} M_b[k] + M_post`` for one
+MACs follow docs/design.md §2: a call costs ``M_pre + Σ_{k run} M_b[k] + M_post`` for one
 sample; a generation sums its steps and doubles when classifier-free guidance doubles
 the batch. Speed-up is MACs(all full) / MACs(plan).
 """

@@ -92,3 +92,64 @@ def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
         raise AutodeltaError(
             f"{what} {str(source)!r} is not valid YAML{where}; fix the syntax or regenerate it"
         ) from None
+
+
+class Fields:
+    """Typed field access to a YAML mapping that names the exact path of a missing or mistyped field.
+
+    Schedules and profiles are read through it, so every file problem is one line that
+    says which field is wrong and what it must be.
+    """
+
+    def __init__(self, doc: Any, path: str, error: type[AutodeltaError] = AutodeltaError, prefix: str = "",
+                 hint: str = "") -> None:
+        self.error, self.path, self.prefix, self.hint = error, path, prefix, hint
+        if not isinstance(doc, dict):
+            where = prefix.rstrip(".") or "the document"
+            raise error(f"{path}: {where} must be a mapping, got {type(doc).__name__}")
+        self.doc: dict[str, Any] = doc
+
+    def has(self, key: str) -> bool:
+        return self.doc.get(key) is not None
+
+    def get(self, key: str, kind: type, optional: bool = False, default: Any = None) -> Any:
+        name = f"{self.prefix}{key}"
+        if key not in self.doc or self.doc[key] is None:
+            if optional:
+                return default
+            raise self.error(f"{self.path}: field '{name}' is missing; add it{self.hint}")
+        value = self.doc[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
+            raise self.error(
+                f"{self.path}: field '{name}' is {_short(value)} ({type(value).__name__}); it must be a {kind.__name__}"
+            )
+        return value
+
+    def ints(self, key: str, optional: bool = False) -> tuple[int, ...]:
+        """A list of integers (seeds, class labels)."""
+        values = self.get(key, list, optional=optional, default=[])
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise self.error(f"{self.path}: field '{self.prefix}{key}' must be a list of integers")
+        return tuple(values)
+
+    def section(self, key: str, optional: bool = False) -> "Fields":
+        doc = self.get(key, dict, optional=optional, default={})
+        return Fields(doc, self.path, self.error, prefix=f"{self.prefix}{key}.", hint=self.hint)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shipped_dir(kind: str) -> Path:
+    """A data folder shipped inside the package (``profiles``, ``search_spaces``).
+
+    Found with :mod:`importlib.resources`, so an installed wheel finds its models and
+    spaces wherever it is installed, not only an editable checkout.
+    """
+    from importlib import resources
+
+    return Path(str(resources.files("autodelta").joinpath(kind)))

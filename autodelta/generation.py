@@ -9,7 +9,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from autodelta.errors import ModelError
 from autodelta.models import Profile
 
 
@@ -49,30 +48,9 @@ class TransformerTimer:
             handle.remove()
 
 
-def pipeline_call(pipe: Any, profile: Profile, conditions: Sequence[int], seeds: Sequence[int], steps: int,
-                  guidance: float, resolution: int | None = None, prompt_embeds: Any = None) -> Any:
-    """One pipeline call, one image per (condition, seed) item, each item with its own generator.
-
-    DiT conditions are class labels; PixArt conditions index prompt embeddings (the profile's,
-    or ``prompt_embeds``), and PixArt runs at ``resolution`` pixels without resolution binning.
-    """
-    generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-    if profile.pipeline == "DiTPipeline":
-        return pipe(class_labels=list(conditions), guidance_scale=guidance, generator=generators,
-                    num_inference_steps=steps, output_type="np")
-    if profile.text_conditioned:
-        resolution = resolution or profile.resolution
-        embeddings = (prompt_embeds or profile.prompt_embeddings()).pipeline_kwargs(conditions, pipe.transformer.dtype)
-        return pipe(**embeddings, negative_prompt=None, guidance_scale=guidance, generator=generators,
-                    num_inference_steps=steps, height=resolution, width=resolution, use_resolution_binning=False,
-                    output_type="np")
-    raise ModelError(f"profile {profile.name}: generation with {profile.pipeline} is not supported; "
-                     "use a DiTPipeline or PixArtAlphaPipeline profile")
-
-
 def generate(pipe: Any, profile: Profile, conditions: Sequence[Any], seed: int, steps: int | None = None,
              guidance_scale: float | None = None, resolution: int | None = None,
-             prompt_embeds: Any = None) -> Generation:
+             conditioning: Any = None) -> Generation:
     """Generate one image per condition (item i seeded ``seed + i``); returns images and timings."""
     steps = steps or profile.steps
     guidance = profile.guidance_scale if guidance_scale is None else guidance_scale
@@ -82,7 +60,7 @@ def generate(pipe: Any, profile: Profile, conditions: Sequence[Any], seed: int, 
         start = time.perf_counter()
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # DiTPipeline's stochastic schedulers (LCM) draw from the global generator
-            out = pipeline_call(pipe, profile, list(conditions), seeds, steps, guidance, resolution, prompt_embeds)
+            out = profile.adapter.call(pipe, list(conditions), seeds, steps, guidance, resolution, conditioning)
         elapsed = time.perf_counter() - start
     finally:
         timer.close()

@@ -21,10 +21,10 @@ from diffusers.hooks import HookRegistry, ModelHook
 from tqdm.auto import tqdm
 
 from autodelta.cost import CostModel
-from autodelta.evaluation import CalibrationSet
-from autodelta.generation import pipeline_call
+from autodelta.calibration import CalibrationSet
 from autodelta.models import Profile
 from autodelta.runtime import find_blocks
+from autodelta.scoring import Scorer
 
 _COUNTER = "autodelta_compute_counter"
 
@@ -57,9 +57,9 @@ class ItemwiseRunner:
     """Generates ``items`` through the real pipeline with a method installed, counting computed blocks."""
 
     def __init__(self, profile: Profile, pipe: Any, items: CalibrationSet, cost: CostModel,
-                 resolution: int | None = None, prompt_embeds: Any = None, progress: bool = False) -> None:
+                 resolution: int | None = None, conditioning: Any = None, progress: bool = False) -> None:
         self.profile, self.pipe, self.items, self.cost = profile, pipe, items, cost
-        self.resolution, self.prompt_embeds, self.progress = resolution, prompt_embeds, progress
+        self.resolution, self.conditioning, self.progress = resolution, conditioning, progress
         self.blocks = find_blocks(pipe.transformer, profile.blocks_attr)
         self.counts = [0] * len(self.blocks)
         self.calls = 0
@@ -97,8 +97,9 @@ class ItemwiseRunner:
                     start = time.perf_counter()
                     with torch.no_grad(), torch.random.fork_rng(devices=[]):
                         torch.manual_seed(seed)  # DiTPipeline's stochastic schedulers use the global RNG
-                        out = pipeline_call(self.pipe, self.profile, [label], [seed], self.profile.steps,
-                                            self.profile.guidance_scale, self.resolution, self.prompt_embeds)
+                        out = self.profile.adapter.call(self.pipe, [label], [seed], self.profile.steps,
+                                                        self.profile.guidance_scale, self.resolution,
+                                                        self.conditioning)
                     seconds += time.perf_counter() - start
                     images.append(np.asarray(out.images, dtype=np.float32))
             finally:
@@ -146,20 +147,15 @@ class Comparison:
     """Full compute once, then any schedule or baseline scored against it on the same items."""
 
     def __init__(self, profile: Profile, pipe: Any, items: CalibrationSet, cost: CostModel,
-                 metrics: Sequence[str] | None = None, resolution: int | None = None, prompt_embeds: Any = None,
+                 metrics: Sequence[str] | None = None, resolution: int | None = None, conditioning: Any = None,
                  progress: bool = False) -> None:
-        from autodelta.evaluation import judge_for, metric_names_for
-
         self.profile, self.cost, self.items = profile, cost, items
-        self.runner = ItemwiseRunner(profile, pipe, items, cost, resolution, prompt_embeds, progress)
-        self.metric_names = metric_names_for(profile, metrics)
-        self.judge = judge_for(profile, self.metric_names)
+        self.runner = ItemwiseRunner(profile, pipe, items, cost, resolution, conditioning, progress)
+        self.scorer = Scorer(profile, metrics)
         self.reference = self.runner.run(None, desc="full compute")
 
     def _result(self, name: str, run: Run, detail: str) -> MethodResult:
-        from autodelta.evaluation import score_images
-
-        values, _ = score_images(self.metric_names, run.images, self.reference.images, self.items.labels, self.judge)
+        values, _ = self.scorer.score(run.images, self.reference.images, self.items.labels)
         return MethodResult(name=name, speedup=run.speedup, wall_speedup=self.reference.seconds / run.seconds,
                             metrics=values, images=run.images, detail=detail)
 

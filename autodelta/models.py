@@ -1,4 +1,4 @@
-"""Model profiles (``profiles/<name>.yaml``) → diffusers pipelines.
+"""Model profiles (shipped in ``autodelta/profiles/``, or any YAML path) → diffusers pipelines.
 
 A profile says how to load a model (pretrained repo id, pipeline, scheduler, steps,
 guidance), holds its transformer config so the architecture can be built offline
@@ -7,10 +7,11 @@ from config, and carries its measured cost profile (per-block MACs and latency).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import diffusers
 import torch
@@ -20,9 +21,11 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from autodelta.cost import CostModel
 from autodelta.errors import ModelError
-from autodelta.files import atomic_write, dump_yaml, read_yaml
+from autodelta.files import Fields, atomic_write, dump_yaml, read_yaml, shipped_dir
+from autodelta.logs import quieted
 
-PROFILE_DIR = Path(os.environ.get("AUTODELTA_PROFILES", Path(__file__).resolve().parent.parent / "profiles"))
+if TYPE_CHECKING:
+    from autodelta.adapters.base import ModelAdapter
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
            "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
@@ -51,9 +54,21 @@ class PixelDecoder(ModelMixin, ConfigMixin):
         return DecoderOutput(sample=z) if return_dict else (z,)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Seeds of the calibration items (the search scores on these) and of the held-out items."""
+
+    seeds: tuple[int, ...] = (0,)
+    heldout_seeds: tuple[int, ...] = (1000, 1001)
+
+
 @dataclass
 class Profile:
-    """One model: load spec, transformer config, calibration defaults and measured cost."""
+    """One model: load spec, transformer config, calibration defaults and measured cost.
+
+    Read from YAML by :func:`load_profile`, which checks every field's type; the model
+    family's :attr:`adapter` owns everything that differs between DiT and PixArt.
+    """
 
     name: str
     path: Path
@@ -67,20 +82,27 @@ class Profile:
     resolution: int
     pretrained: str | None = None
     weights: str | None = None
+    classifier: str | None = None
+    description: str = ""
     vae: dict[str, Any] = field(default_factory=dict)
     blocks_attr: str = "transformer_blocks"
-    conditions: list[Any] = field(default_factory=list)
+    conditions: tuple[int, ...] = ()
+    calibration: Calibration = field(default_factory=Calibration)
+    prompt_spec: dict[str, Any] = field(default_factory=dict)
+    quality_gate: dict[str, Any] | None = None
     cost: dict[str, Any] | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
+    document: dict[str, Any] = field(default_factory=dict, repr=False)  # the file as read, for write_cost
+
+    @property
+    def adapter(self) -> ModelAdapter:
+        """The model family's adapter (class-conditional DiT, PixArt, …) for this profile."""
+        from autodelta.adapters import adapter_for
+
+        return adapter_for(self)
 
     @property
     def num_blocks(self) -> int:
         return int(self.transformer_config["num_layers"])
-
-    @property
-    def quality_gate(self) -> dict[str, Any] | None:
-        """What the training script measured on full-compute samples (tiny-dit), if anything."""
-        return self.raw.get("quality_gate")
 
     @property
     def cfg_factor(self) -> int:
@@ -89,41 +111,30 @@ class Profile:
     @property
     def text_conditioned(self) -> bool:
         """Conditions are prompt embeddings (PixArt), not class labels (DiT)."""
-        return self.pipeline == "PixArtAlphaPipeline"
+        return self.adapter.text_conditioned
 
     @property
     def vae_scale_factor(self) -> int:
         if self.vae.get("kind", "identity") == "identity":
             return 1
-        return 2 ** (len(self.vae["config"]["block_out_channels"]) - 1)
+        return int(2 ** (len(self.vae["config"]["block_out_channels"]) - 1))
+
+    def local_file(self, relative: str) -> Path:
+        """A file the profile names (weights, classifier, embeddings), relative to the profile."""
+        return (self.path.parent / relative).resolve()
 
     def check_resolution(self, resolution: int | None) -> int:
         """The resolution to run at: the profile's, or ``resolution`` where the architecture allows it."""
-        if resolution is None or resolution == self.resolution:
-            return self.resolution
-        if not self.text_conditioned:
-            raise ModelError(f"{self.name} runs at its trained resolution {self.resolution} px only "
-                             "(DiT's position embedding is fixed); drop --resolution")
-        self.latent_size(resolution)
-        return int(resolution)
+        return self.adapter.check_resolution(resolution)
 
     def latent_size(self, resolution: int | None = None) -> int:
         """Latent side length at ``resolution`` pixels (default: the profile's)."""
         resolution = resolution or self.resolution
-        if resolution % (self.vae_scale_factor * int(self.transformer_config.get("patch_size", 1))):
-            raise ModelError(f"resolution {resolution} is not a multiple of "
-                             f"{self.vae_scale_factor * int(self.transformer_config.get('patch_size', 1))} "
-                             f"for {self.name}; pick e.g. 256 or 512")
+        multiple = self.vae_scale_factor * int(self.transformer_config.get("patch_size", 1))
+        if resolution % multiple:
+            raise ModelError(f"resolution {resolution} is not a multiple of {multiple} for {self.name}; "
+                             "pick e.g. 256 or 512")
         return resolution // self.vae_scale_factor
-
-    def prompt_embeddings(self, override: str | os.PathLike[str] | None = None) -> Any:
-        """Calibration prompt embeddings of a text-conditioned profile (see :mod:`autodelta.prompts`)."""
-        from autodelta.prompts import profile_prompt_embeddings
-
-        spec = dict(self.raw.get("prompt_embeddings") or {})
-        if spec.get("file"):
-            spec["file"] = str((self.path.parent / spec["file"]).resolve())
-        return profile_prompt_embeddings(spec, int(self.transformer_config["caption_channels"]), self.name, override)
 
     def cost_model(self) -> CostModel | None:
         """The profiled per-sample MACs as a :class:`CostModel`, or ``None`` if not profiled yet."""
@@ -163,28 +174,23 @@ class Profile:
                       scheduler: str | None = None, seed: int = 0) -> Any:
         """A ready pipeline: shipped weights, cached pretrained weights, or (asked for) random ones."""
         pipeline_cls = _diffusers_class(self.pipeline, "pipeline")
-        # text-conditioned pipelines run without their text encoder when given prompt embeddings
-        no_text = {"tokenizer": None, "text_encoder": None} if self.text_conditioned else {}
+        extra = self.adapter.pipeline_components()  # e.g. PixArt runs without its text encoder
         if self.weights is not None:
             transformer = self.build_transformer(seed)
             transformer.load_state_dict(self._load_shipped_weights(), strict=True)
             pipe = pipeline_cls(transformer=transformer, vae=self._build_vae(seed), scheduler=self.build_scheduler(scheduler),
-                                **no_text)
+                                **extra)
         elif random_weights or self.pretrained is None:
             pipe = pipeline_cls(
                 transformer=self.build_transformer(seed),
                 vae=self._build_vae(seed),
                 scheduler=self.build_scheduler(scheduler),
-                **no_text,
+                **extra,
             )
         else:
             try:
-                previous = diffusers.utils.logging.get_verbosity()
-                diffusers.utils.logging.set_verbosity_error()
-                try:
+                with quieted("diffusers", level=logging.ERROR):
                     pipe = pipeline_cls.from_pretrained(self.pretrained, local_files_only=True)
-                finally:
-                    diffusers.utils.logging.set_verbosity(previous)
             except (OSError, ValueError) as exc:
                 raise ModelError(
                     f"weights of {self.pretrained} are not in the local Hugging Face cache ({type(exc).__name__}); "
@@ -193,19 +199,16 @@ class Profile:
                 ) from None
             pipe.scheduler = self.build_scheduler(scheduler)
         if dtype != torch.float32:
-            previous = diffusers.utils.logging.get_verbosity()
-            diffusers.utils.logging.set_verbosity_error()  # "modules to keep in fp32: []" is noise here
-            try:
+            with quieted("diffusers", level=logging.ERROR):  # "modules to keep in fp32: []" is noise here
                 pipe = pipe.to(dtype=dtype)
-            finally:
-                diffusers.utils.logging.set_verbosity(previous)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
     def _load_shipped_weights(self) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
-        path = (self.path.parent / self.weights).resolve()
+        assert self.weights is not None
+        path = self.local_file(self.weights)
         if not path.exists():
             raise ModelError(
                 f"weights file {path} of profile {self.name} is missing; restore it from git or retrain with "
@@ -216,42 +219,15 @@ class Profile:
     def example_inputs(self, batch: int = 1, dtype: torch.dtype = torch.float32, seed: int = 0,
                        resolution: int | None = None) -> dict[str, Any]:
         """Transformer keyword inputs at ``resolution`` (default: the profile's), for profiling and tests."""
-        cfg = self.transformer_config
-        size = int(cfg["sample_size"]) if self.pipeline == "DiTPipeline" else self.latent_size(resolution)
-        gen = torch.Generator().manual_seed(seed)
-        inputs: dict[str, Any] = {
-            "hidden_states": torch.randn(batch, int(cfg["in_channels"]), size, size, generator=gen).to(dtype),
-            "timestep": torch.full((batch,), 500, dtype=torch.long),
-        }
-        if self.pipeline == "DiTPipeline":
-            inputs["class_labels"] = torch.arange(batch, dtype=torch.long) % int(cfg.get("num_embeds_ada_norm", 1000))
-        elif self.text_conditioned:
-            embeddings = self.prompt_embeddings().pipeline_kwargs(range(batch), dtype)
-            inputs["encoder_hidden_states"] = embeddings["prompt_embeds"]
-            inputs["encoder_attention_mask"] = embeddings["prompt_attention_mask"]
-            inputs["added_cond_kwargs"] = pixart_micro_conditions(self, size * self.vae_scale_factor, batch, dtype)
-        else:
-            raise ModelError(f"profile {self.name}: example inputs for {self.pipeline} are not supported; "
-                             "use a DiTPipeline or PixArtAlphaPipeline profile")
-        return inputs
+        return self.adapter.example_inputs(batch, dtype, seed, resolution)
 
     def write_cost(self, cost: dict[str, Any]) -> None:
         """Replace the ``cost`` section of the profile file, atomically."""
-        doc = dict(self.raw)
+        doc = dict(self.document)
         doc["cost"] = cost
         atomic_write(self.path, dump_yaml(doc))
         self.cost = cost
-        self.raw = doc
-
-
-def pixart_micro_conditions(profile: Profile, resolution: int, batch: int, dtype: torch.dtype,
-                            device: Any = "cpu") -> dict[str, torch.Tensor | None]:
-    """PixArt's resolution/aspect-ratio conditions, exactly as ``PixArtAlphaPipeline`` builds them."""
-    if int(profile.transformer_config["sample_size"]) != 128:
-        return {"resolution": None, "aspect_ratio": None}
-    size = torch.tensor([resolution, resolution]).repeat(batch, 1).to(dtype=dtype, device=device)
-    ratio = torch.tensor([1.0]).repeat(batch, 1).to(dtype=dtype, device=device)
-    return {"resolution": size, "aspect_ratio": ratio}
+        self.document = doc
 
 
 def _diffusers_class(name: str, what: str) -> Any:
@@ -261,42 +237,67 @@ def _diffusers_class(name: str, what: str) -> Any:
     return cls
 
 
+def profile_dirs() -> list[Path]:
+    """Where profiles are found by name: ``$AUTODELTA_PROFILES`` (if set), then the shipped ones."""
+    dirs = [Path(p) for p in os.environ.get("AUTODELTA_PROFILES", "").split(os.pathsep) if p]
+    return [*dirs, shipped_dir("profiles")]
+
+
 def known_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    return sorted({p.stem for folder in profile_dirs() if folder.is_dir() for p in folder.glob("*.yaml")})
 
 
 def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
-    """A profile by name (``dit-xl``) or by path to a YAML file."""
+    """A profile by name (``dit-xl``) or by path to a YAML file; every field's type is checked."""
     candidate = Path(name_or_path)
     if candidate.suffix in {".yaml", ".yml"} and candidate.exists():
         path = candidate
     else:
-        path = PROFILE_DIR / f"{name_or_path}.yaml"
-        if not path.exists():
+        found = [folder / f"{name_or_path}.yaml" for folder in profile_dirs()]
+        existing = [p for p in found if p.exists()]
+        if not existing:
             raise ModelError(
                 f"unknown model {str(name_or_path)!r}; known models: {', '.join(known_profiles())} "
                 "(or give the path to a profile YAML)"
             )
-    doc = read_yaml(path, "profile")
-    try:
-        return Profile(
-            name=doc["name"],
-            path=path,
-            pipeline=doc["pipeline"],
-            transformer_class=doc["transformer"]["class"],
-            transformer_config=dict(doc["transformer"]["config"]),
-            scheduler=doc["scheduler"]["class"],
-            scheduler_config=dict(doc["scheduler"].get("config") or {}),
-            steps=int(doc["steps"]),
-            guidance_scale=float(doc["guidance_scale"]),
-            resolution=int(doc["resolution"]),
-            pretrained=doc.get("pretrained"),
-            weights=doc.get("weights"),
-            vae=dict(doc.get("vae") or {}),
-            blocks_attr=doc.get("blocks_attr", "transformer_blocks"),
-            conditions=list(doc.get("conditions") or []),
-            cost=doc.get("cost"),
-            raw=doc,
-        )
-    except (KeyError, TypeError) as exc:
-        raise ModelError(f"profile {path} lacks field {exc}; compare it with profiles/dit-xl.yaml") from None
+        path = existing[0]
+    return parse_profile(read_yaml(path, "profile"), path)
+
+
+def parse_profile(doc: Any, path: Path) -> Profile:
+    """A :class:`Profile` from a profile document; a missing or mistyped field is one line naming it."""
+    f = Fields(doc, str(path), ModelError, hint=" (compare with the shipped profile dit-xl.yaml)")
+    transformer, scheduler = f.section("transformer"), f.section("scheduler")
+    calibration = f.section("calibration", optional=True)
+    default = Calibration()
+    profile = Profile(
+        name=f.get("name", str),
+        path=path,
+        pipeline=f.get("pipeline", str),
+        transformer_class=transformer.get("class", str),
+        transformer_config=dict(transformer.get("config", dict)),
+        scheduler=scheduler.get("class", str),
+        scheduler_config=dict(scheduler.get("config", dict, optional=True, default={})),
+        steps=f.get("steps", int),
+        guidance_scale=f.get("guidance_scale", float),
+        resolution=f.get("resolution", int),
+        pretrained=f.get("pretrained", str, optional=True),
+        weights=f.get("weights", str, optional=True),
+        classifier=f.get("classifier", str, optional=True),
+        description=f.get("description", str, optional=True, default=""),
+        vae=dict(f.get("vae", dict, optional=True, default={})),
+        blocks_attr=f.get("blocks_attr", str, optional=True, default="transformer_blocks"),
+        conditions=f.ints("conditions", optional=True),
+        calibration=Calibration(
+            seeds=calibration.ints("seeds", optional=True) or default.seeds,
+            heldout_seeds=calibration.ints("heldout_seeds", optional=True) or default.heldout_seeds,
+        ),
+        prompt_spec=dict(f.get("prompt_embeddings", dict, optional=True, default={})),
+        quality_gate=f.get("quality_gate", dict, optional=True),
+        cost=f.get("cost", dict, optional=True),
+        document=dict(doc),
+    )
+    if "num_layers" not in profile.transformer_config:
+        raise ModelError(f"{path}: field 'transformer.config.num_layers' is missing; add the block count")
+    profile.adapter  # noqa: B018 - an unknown pipeline class is refused when the profile is read
+    return profile

@@ -2,7 +2,7 @@
 
 fvcore counts one multiply-add as one flop, i.e. MACs, but skips
 ``scaled_dot_product_attention`` by default; :func:`sdpa_macs` is registered as its
-handle (DESIGN §2: DiT-XL/2 at 256 px comes to ≈ 118.7 GMACs per call).
+handle (docs/design.md §2: DiT-XL/2 at 256 px comes to ≈ 118.7 GMACs per call).
 Blocks are traced one by one on the inputs they really receive, so no block is
 charged for work done elsewhere (DiT's head calls ``transformer_blocks[0].norm1.emb``).
 """
@@ -24,6 +24,7 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 from tqdm.auto import tqdm
 
+from autodelta.logs import quieted
 from autodelta.models import dtype_name
 from autodelta.runtime import find_blocks
 
@@ -145,8 +146,7 @@ def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_at
     finally:
         for handle in handles:
             handle.remove()
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
-    with torch.no_grad():
+    with torch.no_grad(), quieted("fvcore", level=logging.ERROR):
         whole = count_macs(transformer, {**inputs, "return_dict": False})
         total = whole.total()
         block_macs = []

@@ -52,6 +52,15 @@ class PromptEmbeddings:
             "negative_prompt_attention_mask": self.negative_mask.expand(count, -1).to(device),
         }
 
+    def identity(self) -> str:
+        """Content hash of the embeddings: reference caches made with other embeddings never match."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for tensor in (self.embeds, self.mask, self.negative, self.negative_mask):
+            digest.update(tensor.contiguous().numpy().tobytes())
+        return f"sha256:{digest.hexdigest()[:16]}"
+
     def checked(self, width: int, profile: str) -> "PromptEmbeddings":
         """Itself, if its width matches the transformer's caption channels; a one-line error otherwise."""
         if self.width != width or self.negative.shape[-1] != width:

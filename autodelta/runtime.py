@@ -29,7 +29,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from autodelta.cost import CostModel
 from autodelta.errors import ScheduleError
-from autodelta.schedule import CachedRange, Schedule, Step, load_schedule
+from autodelta.schedule import CachedRange, Schedule, Step, load_schedule, ranges_needed_after
 
 _STEP_HOOK = "autodelta_step_tracker"
 _BLOCK_HOOK = "autodelta_delta_block"
@@ -81,11 +81,7 @@ def _build_tables(plan: Sequence[Step], num_blocks: int) -> list[_StepTable]:
     tables: list[_StepTable] = []
     for i, step in enumerate(plan):
         if step is None:
-            needed: set[CachedRange] = set()
-            for later in plan[i + 1 :]:
-                if later is None:
-                    break
-                needed.add(later)
+            needed = ranges_needed_after(plan, i)
             rec_in: dict[int, list[CachedRange]] = {}
             rec_out: dict[int, list[CachedRange]] = {}
             for rng in sorted(needed):
@@ -126,6 +122,17 @@ class DeltaCacheState:
         self.timesteps_ref: Any = None
         self.deltas: dict[tuple[int, CachedRange], torch.Tensor] = {}
         self.inputs: dict[tuple[int, CachedRange], torch.Tensor] = {}
+
+    def resume(self, step: int, timestep: float, deltas: dict[Any, torch.Tensor]) -> None:
+        """Continue a generation after ``step`` (run with ``timestep``) from a saved Δ-Cache.
+
+        The evaluator's prefix reuse restores saved sampler states through this, so the
+        runtime's own counters never need setting by hand.
+        """
+        self.reset()
+        self.step = step
+        self.last_timestep = float(timestep)
+        self.deltas = dict(deltas)
 
     # --- step tracking -----------------------------------------------------------------
     def begin_call(self, timestep: Any, batch: int) -> None:
@@ -183,7 +190,13 @@ def _timestep_key(timestep: Any) -> float:
 
 
 class _StepTrackerHook(ModelHook):
-    """On every transformer call: advance the step when the timestep changes."""
+    """On every transformer call: advance the step when the timestep changes.
+
+    Stateful in the diffusers sense: ``HookRegistry.reset_stateful_hooks()`` (or
+    ``handle.reset()``) starts the next call as step 0 of a new generation.
+    """
+
+    _is_stateful = True
 
     def __init__(self, state: DeltaCacheState) -> None:
         super().__init__()
@@ -194,6 +207,10 @@ class _StepTrackerHook(ModelHook):
         # where `timestep` sits positionally differs: DiT (hidden, timestep, …), PixArt (hidden, encoder, timestep, …)
         names = list(inspect.signature(type(module).forward).parameters)[1:]
         self._timestep_index = names.index("timestep") if "timestep" in names else None
+        return module
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        self.state.reset()
         return module
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

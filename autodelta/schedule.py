@@ -2,7 +2,7 @@
 
 A plan is what the runtime executes: one entry per sampling step, ``None`` for a full
 step or a :class:`CachedRange` ``[s, s+n)`` whose blocks are replaced by the Δ-Cache
-recorded on the most recent full step (DESIGN §1). The Δ-DiT parameters that produced
+recorded on the most recent full step (docs/design.md §1). The Δ-DiT parameters that produced
 a plan travel beside it for provenance only.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 from autodelta.errors import ScheduleError
-from autodelta.files import atomic_write, dump_yaml, read_yaml
+from autodelta.files import Fields, atomic_write, dump_yaml, read_yaml
 
 FORMAT = "autodelta/schedule@1"
 
@@ -39,7 +39,7 @@ Step = CachedRange | None
 
 
 def validate_plan(plan: Sequence[Step], num_blocks: int, where: str = "plan") -> tuple[Step, ...]:
-    """Check the DESIGN §1 invariants; raise :class:`ScheduleError` naming the bad entry."""
+    """Check the invariants of docs/design.md §1; raise :class:`ScheduleError` naming the bad entry."""
     if len(plan) == 0:
         raise ScheduleError(f"{where} is empty; give one entry per sampling step")
     if plan[0] is not None:
@@ -62,7 +62,7 @@ def validate_plan(plan: Sequence[Step], num_blocks: int, where: str = "plan") ->
 
 @dataclass(frozen=True)
 class DeltaDiTParams:
-    """The Δ-DiT family (DESIGN §1): interval ``N``, cached blocks ``N_c``, boundary ``b``.
+    """The Δ-DiT family (docs/design.md §1): interval ``N``, cached blocks ``N_c``, boundary ``b``.
 
     Step ``i`` is full when ``i % N == 0``; otherwise it caches ``[s_early, s_early+N_c)``
     before the boundary (outline stage) and ``[s_late, s_late+N_c)`` from it on (detail).
@@ -123,7 +123,7 @@ def paper_params(steps: int, num_blocks: int, interval: int, cached_blocks: int)
 
 @dataclass(frozen=True)
 class Schedule:
-    """A plan for one model and sampler, with its cost, quality and provenance (DESIGN §4)."""
+    """A plan for one model and sampler, with its cost, quality and provenance (docs/design.md §4)."""
 
     model: str
     num_blocks: int
@@ -169,7 +169,7 @@ class Schedule:
             "model": {"name": self.model, "pretrained": self.pretrained, "num_blocks": self.num_blocks},
             "sampler": {"scheduler": self.scheduler, "steps": self.steps},
             "guidance_scale": self.guidance_scale,
-            "plan": [_step_to_yaml(step) for step in self.plan],
+            "plan": encode_plan(self.plan),
             "params": self.params,
             "cost": self.cost,
             "quality": self.quality,
@@ -178,7 +178,7 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "schedule") -> "Schedule":
-        reader = _Fields(doc, source)
+        reader = Fields(doc, source, ScheduleError, hint=" (see README, schedule format)")
         fmt = reader.get("format", str)
         if fmt != FORMAT:
             raise ScheduleError(
@@ -189,7 +189,7 @@ class Schedule:
         sampler = reader.section("sampler")
         num_blocks = model.get("num_blocks", int)
         raw_plan = reader.get("plan", list)
-        plan = tuple(_step_from_yaml(entry, i, source) for i, entry in enumerate(raw_plan))
+        plan = decode_plan(raw_plan, source)
         try:
             return cls(
                 model=model.get("name", str),
@@ -223,11 +223,18 @@ def load_schedule(path: str | os.PathLike[str]) -> Schedule:
     return Schedule.from_dict(doc, source=str(path))
 
 
-def _step_to_yaml(step: Step) -> Any:
-    return "full" if step is None else {"delta": [step.start, step.length]}
+# --- the one plan codec: schedule files, study attributes and Pareto files all use it ----------
+def encode_plan(plan: Sequence[Step]) -> list[Any]:
+    """A plan as YAML/JSON-ready entries: ``"full"`` or ``{"delta": [start, length]}``."""
+    return ["full" if step is None else {"delta": [step.start, step.length]} for step in plan]
 
 
-def _step_from_yaml(entry: Any, index: int, source: str) -> Step:
+def decode_plan(entries: Sequence[Any], source: str = "plan") -> tuple[Step, ...]:
+    """The inverse of :func:`encode_plan`; a bad entry is a one-line :class:`ScheduleError`."""
+    return tuple(_decode_step(entry, i, source) for i, entry in enumerate(entries))
+
+
+def _decode_step(entry: Any, index: int, source: str) -> Step:
     if entry == "full":
         return None
     if isinstance(entry, dict) and set(entry) == {"delta"}:
@@ -238,35 +245,24 @@ def _step_from_yaml(entry: Any, index: int, source: str) -> Step:
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
             return CachedRange(value[0], value[1])
+    if isinstance(entry, list) and len(entry) == 2 and all(type(v) is int for v in entry):
+        return CachedRange(entry[0], entry[1])  # studies written by autodelta 0.1.0 stored [start, length]
+    text = repr(entry)
     raise ScheduleError(
-        f"{source}: plan[{index}] is {entry!r}; write 'full' or {{delta: [start, length]}}"
+        f"{source}: plan[{index}] is {text if len(text) <= 80 else text[:77] + '...'}; "
+        "write 'full' or {delta: [start, length]}"
     )
 
 
-class _Fields:
-    """Typed field access that names the exact path of a missing or mistyped field."""
+def ranges_needed_after(plan: Sequence[Step], full_step: int) -> frozenset[CachedRange]:
+    """The ranges whose Δ the full step ``full_step`` must record: those its following Δ steps replay.
 
-    def __init__(self, doc: Any, path: str, prefix: str = "") -> None:
-        if not isinstance(doc, dict):
-            where = prefix.rstrip(".") or "the document"
-            raise ScheduleError(f"{path}: {where} must be a mapping, got {type(doc).__name__}")
-        self.doc, self.path, self.prefix = doc, path, prefix
-
-    def get(self, key: str, kind: type, optional: bool = False) -> Any:
-        name = f"{self.prefix}{key}"
-        if key not in self.doc or self.doc[key] is None:
-            if optional:
-                return None
-            raise ScheduleError(f"{self.path}: field '{name}' is missing; add it (see README, schedule format)")
-        value = self.doc[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ScheduleError(
-                f"{self.path}: field '{name}' is {value!r} ({type(value).__name__}); "
-                f"it must be a {kind.__name__}"
-            )
-        return value
-
-    def section(self, key: str) -> "_Fields":
-        return _Fields(self.get(key, dict), self.path, prefix=f"{self.prefix}{key}.")
+    The runtime records exactly these, and the evaluator's prefix cache keys saved states
+    by them, so the two can never disagree about what a saved Δ-Cache holds.
+    """
+    needed: set[CachedRange] = set()
+    for step in plan[full_step + 1 :]:
+        if step is None:
+            break
+        needed.add(step)
+    return frozenset(needed)

@@ -22,19 +22,12 @@ from tqdm.auto import tqdm
 from autodelta.cost import Budget, CostModel, paper_rule
 from autodelta.errors import AutodeltaError, BudgetError
 from autodelta.evaluation import Evaluation, Evaluator
+from autodelta.logs import quieted
 from autodelta.metrics import get_metric
-from autodelta.schedule import CachedRange, Step
+from autodelta.schedule import Step, decode_plan, encode_plan
 from autodelta.spaces import Param, SearchSpace, known_seeds
 
 QUALITY_CAP = 100.0  # PSNR of identical images is inf; Optuna objectives must be finite
-
-
-def plan_to_list(plan: Sequence[Step]) -> list[Any]:
-    return ["full" if s is None else [s.start, s.length] for s in plan]
-
-
-def plan_from_list(items: Sequence[Any]) -> tuple[Step, ...]:
-    return tuple(None if s == "full" else CachedRange(int(s[0]), int(s[1])) for s in items)
 
 
 @dataclass
@@ -83,18 +76,18 @@ def _sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
 
 def open_study(settings: SearchSettings) -> optuna.Study:
     """Create or load the study; refuse one made for another model, budget, space or metric."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = get_metric(settings.metric)
     identity = {"model": settings.model, "budget": settings.budget.speedup, "space": settings.space.name,
                 "family": settings.space.family, "metric": settings.metric, **settings.extra_attrs}
     study = None
     for attempt in range(6):  # processes that open a fresh database at once race on its schema
         try:
-            study = optuna.create_study(
-                study_name=settings.study_name, storage=settings.storage, load_if_exists=True,
-                directions=["maximize" if metric.higher_is_better else "minimize", "minimize"],
-                sampler=_sampler(settings),
-            )
+            with quieted("optuna"):
+                study = optuna.create_study(
+                    study_name=settings.study_name, storage=settings.storage, load_if_exists=True,
+                    directions=["maximize" if metric.higher_is_better else "minimize", "minimize"],
+                    sampler=_sampler(settings),
+                )
             break
         except Exception as exc:
             if attempt == 5:
@@ -167,7 +160,7 @@ class _Objective:
 
         values = self.settings.space.sample(suggest, steps, blocks)
         plan = self.settings.space.plan(values, steps, blocks)
-        plan_list = plan_to_list(plan)
+        plan_list = encode_plan(plan)
         attrs = self._known().get(tuple(map(str, plan_list)))
         if attrs is not None:  # same explicit plan as an earlier trial: answer from the study
             self.reused += 1
@@ -195,7 +188,7 @@ def records(study: optuna.Study, budget: Budget, metric: str) -> list[TrialRecor
             continue
         speedup = float(t.user_attrs["speedup"])
         out.append(TrialRecord(
-            number=t.number, params=dict(t.params), plan=plan_from_list(t.user_attrs["plan"]),
+            number=t.number, params=dict(t.params), plan=decode_plan(t.user_attrs["plan"], f"trial {t.number}"),
             quality=float(t.values[0]), macs=float(t.values[1]), speedup=speedup,
             metrics=dict(t.user_attrs["metrics"]), feasible=budget.allows(speedup),
             label=t.user_attrs.get("seed_label"),
@@ -291,7 +284,8 @@ def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], tri
     stop = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
     while _completed_count(study) < trials:
         try:
-            study.optimize(objective, n_trials=trials - _completed_count(study), callbacks=[*callbacks, stop])
+            with quieted("optuna"):  # one INFO line per trial would drown the progress bar
+                study.optimize(objective, n_trials=trials - _completed_count(study), callbacks=[*callbacks, stop])
         except ValueError as exc:
             if "Cannot tell a COMPLETE trial" not in str(exc):
                 raise

@@ -11,8 +11,8 @@ from autodelta.errors import AutodeltaError
 from autodelta.files import atomic_write, dump_yaml
 from autodelta.metrics import get_metric
 from autodelta.report import plan_map_text, save_pareto_png
-from autodelta.schedule import Schedule
-from autodelta.search import SearchOutcome, SearchSettings, TrialRecord, plan_to_list
+from autodelta.schedule import Schedule, encode_plan
+from autodelta.search import SearchOutcome, SearchSettings, TrialRecord
 
 
 def _schedule_of(record: TrialRecord, settings: SearchSettings, evaluator: Any, profile: Any,
@@ -33,7 +33,10 @@ def _schedule_of(record: TrialRecord, settings: SearchSettings, evaluator: Any, 
 
 def write_outputs(outcome: SearchOutcome, settings: SearchSettings, evaluator: Any,
                   heldout_factory: Callable[[], Any] | None, profile: Any, out: Path, top: int = 3) -> dict[str, Any]:
-    """schedule.yaml, pareto.yaml, pareto.png and report.md in ``out``; returns the figures printed."""
+    """schedule.yaml, pareto.yaml, pareto.png and report.md in ``out``.
+
+    Returns the headline figures; ``figures["summary"]`` holds the lines the CLI prints.
+    """
     metric = get_metric(settings.metric)
     sign = 1.0 if metric.higher_is_better else -1.0
     if outcome.best is None:
@@ -64,7 +67,7 @@ def write_outputs(outcome: SearchOutcome, settings: SearchSettings, evaluator: A
         "metric": settings.metric, "space": settings.space.name, "study": settings.study_name,
         "schedules": [
             {"trial": r.number, "speedup": round(r.speedup, 4), "macs": r.macs, "quality": r.quality,
-             "within_budget": r.feasible, "metrics": r.metrics, "params": r.params, "plan": plan_to_list(r.plan)}
+             "within_budget": r.feasible, "metrics": r.metrics, "params": r.params, "plan": encode_plan(r.plan)}
             for r in outcome.pareto
         ],
     }
@@ -103,12 +106,13 @@ def write_outputs(outcome: SearchOutcome, settings: SearchSettings, evaluator: A
         "paper": paper.quality, "paper_heldout": held.get(id(paper), {}).get(settings.metric),
         "found_at": found_at, "reuse_ratio": ratio, "seconds": outcome.seconds,
     }
-    print(f"best within {settings.budget}: {settings.metric} {best.quality:.3f} at {best.speedup:.3f}x (trial {best.number}); "
-          f"paper rule {paper.quality:.3f} at {paper.speedup:.3f}x")
+    lines = [f"best within {settings.budget}: {settings.metric} {best.quality:.3f} at {best.speedup:.3f}x "
+             f"(trial {best.number}); paper rule {paper.quality:.3f} at {paper.speedup:.3f}x"]
     if figures["best_heldout"] is not None and figures["paper_heldout"] is not None:
-        print(f"held-out: chosen {figures['best_heldout']:.3f}, paper rule {figures['paper_heldout']:.3f}")
+        lines.append(f"held-out: chosen {figures['best_heldout']:.3f}, paper rule {figures['paper_heldout']:.3f}")
     if ratio is not None:
-        print(f"prefix reuse: {evaluator.blocks_naive} block evaluations naive, {evaluator.blocks_computed} computed "
-              f"({ratio:.2f}x)")
-    print(f"wrote {out / 'schedule.yaml'}, {out / 'pareto.yaml'}, {out / 'pareto.png'}, {out / 'report.md'}")
+        lines.append(f"prefix reuse: {evaluator.blocks_naive} block evaluations naive, {evaluator.blocks_computed} "
+                     f"computed ({ratio:.2f}x)")
+    lines.append(f"wrote {out / 'schedule.yaml'}, {out / 'pareto.yaml'}, {out / 'pareto.png'}, {out / 'report.md'}")
+    figures["summary"] = lines
     return figures

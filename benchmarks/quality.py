@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from autodelta.baselines import BASELINES
-from autodelta.commands import EvaluatorFactory, _default_cache_dir
+from autodelta.evaluation import EvaluatorFactory, default_cache_dir
 from autodelta.cost import parse_budget
 from autodelta.errors import BudgetError
-from autodelta.evaluation import CalibrationSet
+from autodelta.calibration import CalibrationSet
 from autodelta.harness import Comparison, MethodResult
 from autodelta.models import load_profile
 from autodelta.report import save_quality_png
@@ -45,10 +45,10 @@ def searched_schedule(model: str, budget_text: str, trials: int, space: str, out
     settings = SearchSettings(budget=budget, space=load_space(space, profile.steps, profile.num_blocks),
                               trials=trials, storage=f"sqlite:///{out / 'study.db'}",
                               study_name=f"{model}-{space}-{budget.text}", seed=0, model=profile.name)
-    factory = EvaluatorFactory(model, cache_dir=_default_cache_dir())
+    factory = EvaluatorFactory(model, cache_dir=default_cache_dir())
     evaluator = factory()
     outcome = run_search(evaluator, settings, progress=True)
-    heldout = EvaluatorFactory(model, heldout=True, cache_dir=_default_cache_dir())
+    heldout = EvaluatorFactory(model, heldout=True, cache_dir=default_cache_dir())
     write_outputs(outcome, settings, evaluator, heldout, profile, out)
     return out / "schedule.yaml"
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from autodelta.commands import EvaluatorFactory
+from autodelta.evaluation import EvaluatorFactory
 from autodelta.cost import paper_rule, parse_budget
 from autodelta.models import load_profile
 from autodelta.search import SearchSettings, run_search

@@ -181,7 +181,7 @@ def _plot_losses(losses: list[float], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent.parent / "profiles"))
+    parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent.parent / "autodelta" / "profiles"))
     parser.add_argument("--name", default="tiny-dit")
     parser.add_argument("--iters", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=128)

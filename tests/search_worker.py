@@ -9,7 +9,7 @@ import sys
 import time
 
 from autodelta.cost import CostModel, parse_budget
-from autodelta.evaluation import SyntheticEvaluator
+from autodelta.synthetic import SyntheticEvaluator
 from autodelta.search import SearchSettings, run_search
 from autodelta.spaces import load_space
 

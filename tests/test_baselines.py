@@ -8,7 +8,7 @@ import torch
 from autodelta.baselines import BASELINES, deepcache_plan, fora_plan, get_baseline, paper_plan, resolve_plan
 from autodelta.cost import CostModel, parse_budget
 from autodelta.errors import BudgetError
-from autodelta.evaluation import CalibrationSet
+from autodelta.calibration import CalibrationSet
 from autodelta.harness import Comparison, ItemwiseRunner, plan_installer
 from autodelta.schedule import CachedRange
 from tests.test_cli import assert_one_line_error, run_cli

@@ -8,7 +8,8 @@ import torch
 
 from autodelta.cost import paper_rule, parse_budget
 from autodelta.errors import AutodeltaError
-from autodelta.evaluation import CalibrationSet, DiffusionEvaluator
+from autodelta.calibration import CalibrationSet
+from autodelta.evaluation import DiffusionEvaluator
 from autodelta.schedule import CachedRange
 
 

@@ -8,11 +8,10 @@ import torch
 import autodelta
 from autodelta.cost import paper_rule, parse_budget
 from autodelta.errors import ModelError, ScheduleError
-from autodelta.evaluation import CalibrationSet, DiffusionEvaluator
-from autodelta.generation import pipeline_call
+from autodelta.calibration import CalibrationSet
+from autodelta.evaluation import DiffusionEvaluator
 from autodelta.models import load_profile
 from autodelta.prompts import random_prompt_embeddings
-from autodelta.sampling import make_sampler
 from autodelta.schedule import CachedRange
 from tests.conftest import make_schedule
 from tests.test_cli import assert_one_line_error, run_cli
@@ -31,7 +30,7 @@ def _lcm(pixart):
 
 
 def _sample(profile, pipe, conditions, seeds, plan=None):
-    sampler = make_sampler(pipe, profile, conditions, seeds)
+    sampler = profile.adapter.sampler(pipe, conditions, seeds)
     schedule = make_schedule(plan or [None] * profile.steps, model=profile.name, scheduler=profile.scheduler)
     with autodelta.apply(sampler.transformer, schedule) as handle:
         state = sampler.initial_state()
@@ -46,7 +45,7 @@ def test_sampler_and_all_full_plan_are_bit_identical_to_the_pipeline(pixart, var
     pipe = profile.load_pipeline()
     conditions, seeds = [0, 3], [0, 7]
     with torch.no_grad():
-        expected = pipeline_call(pipe, profile, conditions, seeds, profile.steps, profile.guidance_scale).images
+        expected = profile.adapter.call(pipe, conditions, seeds, profile.steps, profile.guidance_scale).images
     expected = torch.from_numpy(expected).permute(0, 3, 1, 2)
     images, stats = _sample(profile, pipe, conditions, seeds)
     assert torch.equal(images, expected)
@@ -54,7 +53,7 @@ def test_sampler_and_all_full_plan_are_bit_identical_to_the_pipeline(pixart, var
     schedule = make_schedule([None] * profile.steps, model=profile.name, scheduler=profile.scheduler)
     with autodelta.apply(pipe, schedule):  # on the pipeline itself, CFG batched (alpha) or not (LCM)
         with torch.no_grad():
-            patched = pipeline_call(pipe, profile, conditions, seeds, profile.steps, profile.guidance_scale).images
+            patched = profile.adapter.call(pipe, conditions, seeds, profile.steps, profile.guidance_scale).images
     assert torch.equal(torch.from_numpy(patched).permute(0, 3, 1, 2), expected)
 
 
@@ -63,7 +62,7 @@ def test_lcm_four_steps_with_the_papers_rule(pixart):
 
     lcm = _lcm(pixart)
     params = paper_rule(CostModel.uniform(28), 4, parse_budget("1.12x"))
-    assert (params.interval, params.cached_blocks) == (2, 6)  # DESIGN §1: N = 2, N_c = 6 for 4-step LCM
+    assert (params.interval, params.cached_blocks) == (2, 6)  # docs/design.md §1: N = 2, N_c = 6 for 4-step LCM
     real = load_profile("pixart-lcm")  # its embedding costs 0.5% of a call: N_c = 6 gives 1.1193x, so 7
     real_params = paper_rule(real.cost_model(), 4, parse_budget("1.12x"))
     assert (real_params.interval, real_params.cached_blocks) == (2, 7)
@@ -80,7 +79,7 @@ def test_lcm_four_steps_with_the_papers_rule(pixart):
         make_schedule([None, CachedRange(25, 6), None, None], model=lcm.name)
     with pytest.raises(ScheduleError, match="runs 20 steps but the schedule has 4"):
         with autodelta.apply(pipe, make_schedule(plan, model=lcm.name)), torch.no_grad():
-            pipeline_call(pipe, lcm, [1], [5], 20, 0.0)
+            lcm.adapter.call(pipe, [1], [5], 20, 0.0)
 
 
 def test_evaluator_with_prompt_embeddings_and_prefix_reuse(pixart, tmp_path):
@@ -88,8 +87,8 @@ def test_evaluator_with_prompt_embeddings_and_prefix_reuse(pixart, tmp_path):
     calibration = CalibrationSet.from_profile(pixart, 3)
     plan = [None if i % 2 == 0 else CachedRange(0, 14) for i in range(20)]
     other = plan[:10] + [None if i % 3 == 0 else CachedRange(7, 14) for i in range(10, 20)]
-    reuse = DiffusionEvaluator(pixart, pipe, calibration, cache_dir=tmp_path, quiet=True)
-    fresh = DiffusionEvaluator(pixart, pixart.load_pipeline(), calibration, cache_dir=tmp_path, quiet=True,
+    reuse = DiffusionEvaluator(pixart, pipe, calibration, cache_dir=tmp_path)
+    fresh = DiffusionEvaluator(pixart, pixart.load_pipeline(), calibration, cache_dir=tmp_path,
                                prefix_reuse=False)
     assert torch.equal(reuse.reference, fresh.reference)
     first, second = reuse.evaluate(plan), reuse.evaluate(other)
@@ -106,7 +105,7 @@ def test_prompt_embeddings_of_the_wrong_width_are_refused(pixart, tmp_path, caps
     path = tmp_path / "wide.safetensors"
     save_file({"prompt_embeds": wrong.embeds, "prompt_attention_mask": wrong.mask}, str(path))
     with pytest.raises(ModelError, match="width 64 but pixart-test expects 32"):
-        pixart.prompt_embeddings(path)
+        pixart.adapter.conditioning(path)
     code, _, err = run_cli(capsys, "search", "--model", "pixart-test", "--prompt-embeds", str(path),
                            "--out", str(tmp_path / "s"), "--trials", "1")
     assert_one_line_error(code, err, "width 64", "caption_channels")
@@ -131,13 +130,13 @@ def test_profiler_counts_pixart_blocks_and_micro_conditions(pixart):
     inputs = big.example_inputs(batch=2, resolution=256)
     assert inputs["hidden_states"].shape == (2, 4, 32, 32)
     assert inputs["added_cond_kwargs"]["resolution"].tolist() == [[256.0, 256.0]] * 2
-    assert big.cost_model().call_full == pytest.approx(149.1e9, rel=1e-3)  # DESIGN §8
+    assert big.cost_model().call_full == pytest.approx(149.1e9, rel=1e-3)  # docs/design.md §8
 
 
 def test_search_end_to_end_on_pixart_lcm(tmp_path, capsys, pixart):
     import yaml
 
-    doc = dict(pixart.raw, name="pixart-lcm-test", steps=4, guidance_scale=0.0,
+    doc = dict(pixart.document, name="pixart-lcm-test", steps=4, guidance_scale=0.0,
                scheduler={"class": "LCMScheduler", "config": {"num_train_timesteps": 1000}})
     path = tmp_path / "pixart-lcm-test.yaml"
     path.write_text(yaml.safe_dump(doc))

@@ -14,7 +14,7 @@ import yaml
 
 from autodelta.cost import CostModel, parse_budget
 from autodelta.errors import AutodeltaError, BudgetError
-from autodelta.evaluation import SyntheticEvaluator
+from autodelta.synthetic import SyntheticEvaluator
 from autodelta.schedule import load_schedule
 from autodelta.search import SearchSettings, pareto_front, records, run_search
 from autodelta.search_outputs import write_outputs

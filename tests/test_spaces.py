@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from autodelta.spaces import SpaceError, evaluate_expression, full_step_positions, load_space
+from autodelta.expressions import ExpressionError, evaluate_expression
+from autodelta.families import FAMILIES, SearchFamily
+from autodelta.families.free_steps import full_step_positions
+from autodelta.schedule import CachedRange
+from autodelta.spaces import SpaceError, load_space
 
 
 def test_expressions_evaluate_as_written():
@@ -16,8 +22,37 @@ def test_expressions_evaluate_as_written():
 @pytest.mark.parametrize("text", ["__import__('os').system('true')", "N_b.bit_length()", "(lambda: 1)()",
                                   "[1, 2]", "open('x')", "N_b if T else 0", "'a'"])
 def test_expressions_reject_code(text):
-    with pytest.raises(SpaceError):
+    with pytest.raises(ExpressionError):
         evaluate_expression(text, {"T": 20, "N_b": 28})
+
+
+@pytest.mark.parametrize("text", ["9**9**9", "2**100000000", "max(1,2)*10**1000000", "10.0**400", "T / 0",
+                                  "T % 0", "T // 0", "min()", "max(3)", "ceil(1, 2)", "(-8)**0.5", "abs(-3)",
+                                  "N_b * 10**9", "0**-1", "x" * 300])
+def test_expressions_are_bounded_and_answer_at_once(text):
+    start = time.perf_counter()
+    with pytest.raises(ExpressionError):
+        evaluate_expression(text, {"T": 20, "N_b": 28})
+    assert time.perf_counter() - start < 1.0  # refused before computing, never hangs
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e12, True])
+def test_non_finite_or_huge_constants_are_refused(value):
+    with pytest.raises(ExpressionError):
+        evaluate_expression(value, {"T": 20})
+
+
+def test_a_new_search_family_is_one_class_and_one_registry_entry(tmp_path, monkeypatch):
+    class EveryOther(SearchFamily):
+        name = "every-other"
+        params = ("n",)
+
+        def plan(self, values, steps, num_blocks):
+            return tuple(None if i % 2 == 0 else CachedRange(0, int(values["n"])) for i in range(steps))
+
+    monkeypatch.setitem(FAMILIES, EveryOther.name, EveryOther())
+    space = load_space(_space(tmp_path, "family: every-other\nparams:\n  n: {int: [1, N_b]}\n"), 4, 28)
+    assert space.plan({"n": 5}, 4, 28) == (None, CachedRange(0, 5), None, CachedRange(0, 5))
 
 
 def test_shipped_spaces_load_and_make_valid_plans():

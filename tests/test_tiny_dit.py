@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from autodelta.digits import DigitClassifier, accuracy, load_digits
-from autodelta.evaluation import CalibrationSet, DiffusionEvaluator
+from autodelta.calibration import CalibrationSet
+from autodelta.evaluation import DiffusionEvaluator
 from autodelta.models import load_profile
 from autodelta.schedule import CachedRange
 
@@ -27,7 +28,7 @@ def test_shipped_weights_and_classifier_generate_the_asked_digit(tiny):
     from safetensors.torch import load_file
 
     classifier = DigitClassifier()
-    classifier.load_state_dict(load_file(str(tiny.path.parent / tiny.raw["classifier"])))
+    classifier.load_state_dict(load_file(str(tiny.path.parent / tiny.classifier)))
     splits = load_digits()
     assert accuracy(classifier, splits.test_images, splits.test_labels) >= 0.95
     assert (tiny.path.parent / tiny.weights).stat().st_size <= 10 * 2**20

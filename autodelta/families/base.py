@@ -1,0 +1,49 @@
+"""The interface of a search family: named parameters → an explicit plan, plus known good seeds.
+
+Shaped like Optuna's samplers (``optuna/samplers/_base.py``): a small base class, one
+implementation per module, listed once in :mod:`autodelta.families`. A space file
+names a family and gives each of its parameters a range (:mod:`autodelta.spaces`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping
+
+from autodelta.schedule import DeltaDiTParams, Step, paper_boundary
+
+
+@dataclass(frozen=True)
+class SeedContext:
+    """What a family needs to express known schedules as its own parameters."""
+
+    rule: DeltaDiTParams  # the paper's rule at the search's budget
+    steps: int
+    num_blocks: int
+    fits: Callable[[tuple[Step, ...]], bool] | None = None  # plan → within budget
+
+    @property
+    def boundary(self) -> int:
+        """The paper's preset boundary b for this T."""
+        return paper_boundary(self.steps)[0]
+
+
+class SearchFamily(ABC):
+    """A parametric family of plans."""
+
+    name: ClassVar[str]
+    """The name space files use (``family: NAME``)."""
+    params: ClassVar[tuple[str, ...]]
+    """Its parameters, in the order a space file must give ranges for them."""
+
+    @abstractmethod
+    def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int) -> tuple[Step, ...]:
+        """The explicit plan of parameter ``values`` for T = ``steps`` and N_b = ``num_blocks``."""
+
+    def seeds(self, context: SeedContext) -> list[tuple[str, dict[str, Any]]]:
+        """Known schedules (the paper's rule, baselines) as ``(label, values)``; the search tries them first.
+
+        The space keeps those inside its ranges, so a search never returns worse than any of them.
+        """
+        return []
