@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from autodelta.cost import Budget, CostModel, paper_rule
 from autodelta.errors import BudgetError, ModelError
@@ -59,7 +60,7 @@ def get_baseline(name: str) -> Baseline:
 
 
 # --- schedule baselines --------------------------------------------------------------------
-def paper_plan(cost: CostModel, steps: int, budget: Budget) -> list[Step]:
+def paper_plan(cost: CostModel, steps: int, budget: Budget) -> Sequence[Step]:
     return paper_rule(cost, steps, budget).plan(steps, cost.num_blocks)
 
 
@@ -101,7 +102,7 @@ def deepcache_plan(cost: CostModel, steps: int, budget: Budget) -> list[Step]:
     raise _unreachable("deepcache", budget, cost.speedup(best), "one full step, all but the first and last block cached")
 
 
-SCHEDULE_BASELINES: dict[str, Callable[[CostModel, int, Budget], list[Step]]] = {
+SCHEDULE_BASELINES: dict[str, Callable[[CostModel, int, Budget], Sequence[Step]]] = {
     "paper": paper_plan, "fora": fora_plan, "deepcache": deepcache_plan,
 }
 
@@ -149,12 +150,12 @@ def fbcache_installer(threshold: float) -> Callable[[Any], _Installed]:
         added = _hook_names(modules) - before
         registry = HookRegistry.check_if_exists_or_initialize(transformer)
         context = ExitStack()
-        context.enter_context(CacheMixin.cache_context(transformer, "autodelta"))  # type: ignore[arg-type]
+        context.enter_context(CacheMixin.cache_context(transformer, "autodelta"))
 
         def reset() -> None:  # each generation starts without a cached residual (reset also drops the context)
             context.close()
             registry.reset_stateful_hooks(recurse=True)
-            context.enter_context(CacheMixin.cache_context(transformer, "autodelta"))  # type: ignore[arg-type]
+            context.enter_context(CacheMixin.cache_context(transformer, "autodelta"))
 
         def remove() -> None:
             context.close()

@@ -111,6 +111,7 @@ def evaluate_cmd(
                               metrics=metrics, out=out, random_weights=random_weights, resolution=resolution,
                               prompt_embeds=prompt_embeds)
     else:
+        assert schedule_path is not None
         run_evaluate(schedule_path, calib=calib, heldout=heldout, metrics=metrics, out=out,
                      random_weights=random_weights, resolution=resolution, prompt_embeds=prompt_embeds)
 

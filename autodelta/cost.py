@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from autodelta.errors import BudgetError
 from autodelta.schedule import DeltaDiTParams, Step, paper_params
@@ -62,16 +63,16 @@ class CostModel:
 
     # --- synthetic cost models, for tests and for reasoning without a profile -------------
     @classmethod
-    def uniform(cls, num_blocks: int = 28, block: float = 1.0, pre: float = 0.0, post: float = 0.0) -> "CostModel":
+    def uniform(cls, num_blocks: int = 28, block: float = 1.0, pre: float = 0.0, post: float = 0.0) -> CostModel:
         return cls(blocks=(float(block),) * num_blocks, pre=pre, post=post)
 
     @classmethod
-    def ramp(cls, num_blocks: int = 28, low: float = 1.0, high: float = 2.0) -> "CostModel":
+    def ramp(cls, num_blocks: int = 28, low: float = 1.0, high: float = 2.0) -> CostModel:
         step = (high - low) / max(num_blocks - 1, 1)
         return cls(blocks=tuple(low + k * step for k in range(num_blocks)))
 
     @classmethod
-    def seeded(cls, num_blocks: int = 28, seed: int = 0, pre: float = 0.05, post: float = 0.05) -> "CostModel":
+    def seeded(cls, num_blocks: int = 28, seed: int = 0, pre: float = 0.05, post: float = 0.05) -> CostModel:
         rng = random.Random(seed)
         return cls(blocks=tuple(rng.uniform(0.5, 1.5) for _ in range(num_blocks)), pre=pre, post=post)
 

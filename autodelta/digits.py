@@ -117,7 +117,7 @@ class DigitJudge:
         self.classifier, self.real = classifier.eval(), real_images
 
     @classmethod
-    def from_file(cls, path: str) -> "DigitJudge":
+    def from_file(cls, path: str) -> DigitJudge:
         from safetensors.torch import load_file
 
         classifier = DigitClassifier()

@@ -134,7 +134,7 @@ class Fields:
             raise self.error(f"{self.path}: field '{self.prefix}{key}' must be a list of integers")
         return tuple(values)
 
-    def section(self, key: str, optional: bool = False) -> "Fields":
+    def section(self, key: str, optional: bool = False) -> Fields:
         doc = self.get(key, dict, optional=optional, default={})
         return Fields(doc, self.path, self.error, prefix=f"{self.prefix}{key}.", hint=self.hint)
 

@@ -11,17 +11,18 @@ per call from the whole batch.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from tqdm.auto import tqdm
 
-from autodelta.cost import CostModel
 from autodelta.calibration import CalibrationSet
+from autodelta.cost import CostModel
 from autodelta.models import Profile
 from autodelta.runtime import find_blocks
 from autodelta.scoring import Scorer
@@ -40,7 +41,7 @@ class _ComputeCounter(ModelHook):
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         self.counts[self.index] += 1
-        return self.fn_ref.original_forward(*args, **kwargs)
+        return self.fn_ref.original_forward(*args, **kwargs)  # type: ignore[misc]
 
 
 @dataclass

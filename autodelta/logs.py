@@ -8,8 +8,8 @@ application that embeds autodelta keeps the logging it configured.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 @contextmanager

@@ -9,8 +9,9 @@ error to the reference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +44,10 @@ def _ssim(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
     side = min(images.shape[-2:])
     kernel = max(3, min(11, side // 2 * 2 - 1))
-    return structural_similarity_index_measure(images, reference, data_range=1.0, kernel_size=kernel,
-                                               reduction="none")
+    values = structural_similarity_index_measure(images, reference, data_range=1.0, kernel_size=kernel,
+                                                 reduction="none")
+    assert isinstance(values, torch.Tensor)
+    return values
 
 
 def _mse(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -113,7 +116,9 @@ def aggregate(name: str, values: torch.Tensor) -> float:
     return float(values.mean())
 
 
-def psnr_of_images(images: "np.ndarray", reference: "np.ndarray") -> float:
+def psnr_of_images(images: np.ndarray, reference: np.ndarray) -> float:
     """PSNR in dB of ``[N, H, W, C]`` arrays in [0, 1] (pooled over the batch); ``inf`` when identical."""
-    to_nchw = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)  # noqa: E731
-    return aggregate("psnr", METRICS["psnr"].per_item(to_nchw(images), to_nchw(reference)))
+    def to_nchw(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).permute(0, 3, 1, 2)
+
+    return aggregate("psnr", _psnr(to_nchw(images), to_nchw(reference)))

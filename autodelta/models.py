@@ -42,7 +42,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
-class PixelDecoder(ModelMixin, ConfigMixin):
+class PixelDecoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
     """Identity "VAE" for pixel-space models: ``DiTPipeline`` decodes through it unchanged."""
 
     @register_to_config

@@ -15,9 +15,10 @@ import logging
 import platform
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from fvcore.nn import FlopCountAnalysis

@@ -11,9 +11,10 @@ prompt embeddings, either from a file written on a machine that has the encoder
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -61,7 +62,7 @@ class PromptEmbeddings:
             digest.update(tensor.contiguous().numpy().tobytes())
         return f"sha256:{digest.hexdigest()[:16]}"
 
-    def checked(self, width: int, profile: str) -> "PromptEmbeddings":
+    def checked(self, width: int, profile: str) -> PromptEmbeddings:
         """Itself, if its width matches the transformer's caption channels; a one-line error otherwise."""
         if self.width != width or self.negative.shape[-1] != width:
             raise ModelError(

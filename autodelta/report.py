@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def plan_map_text(schedule: Schedule) -> str:
     return "\n".join(lines)
 
 
-def _save_figure(fig: "object", path: str | os.PathLike[str]) -> None:
+def _save_figure(fig: object, path: str | os.PathLike[str]) -> None:
     import io
 
     import matplotlib.pyplot as plt
@@ -95,9 +96,19 @@ def difference_heatmap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return diff / peak
 
 
-def save_pareto_png(records: Sequence["object"], pareto: Sequence["object"], budget: float, metric: str,
-                    path: str | os.PathLike[str], marks: dict[str, "object"] | None = None,
-                    chosen: "object | None" = None) -> None:
+class Point(Protocol):
+    """A scored schedule as the plots need it (a search trial record, a baseline result)."""
+
+    @property
+    def speedup(self) -> float: ...
+
+    @property
+    def quality(self) -> float: ...
+
+
+def save_pareto_png(records: Sequence[Point], pareto: Sequence[Point], budget: float, metric: str,
+                    path: str | os.PathLike[str], marks: Mapping[str, Point | None] | None = None,
+                    chosen: Point | None = None) -> None:
     """Quality vs MACs speed-up of every trial, the Pareto front, the budget line and marked schedules."""
     import matplotlib
 

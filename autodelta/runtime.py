@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -171,7 +172,7 @@ class DeltaCacheState:
         table = self.tables[self.step]
         self.stats.blocks_skipped += table.skipped
         self.stats.blocks_run += len(table.actions) - table.skipped
-        if self.cost is not None:
+        if self.cost is not None and self.stats.macs_saved is not None and self.stats.macs_run is not None:
             run = self.cost.call(self.schedule.plan[self.step])
             self.stats.macs_saved += (self.cost.call_full - run) * batch
             self.stats.macs_run += run * batch
@@ -241,7 +242,7 @@ class _DeltaBlockHook(ModelHook):
                 hidden = args[0] if args else kwargs["hidden_states"]
                 for rng in records_in:
                     state.inputs[(state.call_in_step, rng)] = hidden
-            out = self.fn_ref.original_forward(*args, **kwargs)
+            out = self.fn_ref.original_forward(*args, **kwargs)  # type: ignore[misc]
             records_out = table.record_out.get(k)
             if records_out:
                 for rng in records_out:
@@ -254,6 +255,7 @@ class _DeltaBlockHook(ModelHook):
         if action == _SKIP:
             return hidden
         try:
+            assert table.replay is not None
             delta = state.deltas[(state.call_in_step, table.replay)]
         except KeyError:
             raise ScheduleError(
@@ -305,7 +307,7 @@ class DeltaCacheHandle:
         registry = HookRegistry.check_if_exists_or_initialize(self.transformer)
         registry.remove_hook(_STEP_HOOK, recurse=False)
         _invalidate(registry)
-        if self._wrapped_free is not None:
+        if self._wrapped_free is not None and self.pipeline is not None:
             original, had_instance_attr = self._wrapped_free
             if had_instance_attr:
                 self.pipeline.maybe_free_model_hooks = original
@@ -314,7 +316,7 @@ class DeltaCacheHandle:
         self.state.reset()
         self._removed = True
 
-    def __enter__(self) -> "DeltaCacheHandle":
+    def __enter__(self) -> DeltaCacheHandle:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -371,7 +373,7 @@ def apply(
     for index, block in enumerate(blocks):
         HookRegistry.check_if_exists_or_initialize(block).register_hook(_DeltaBlockHook(state, index), _BLOCK_HOOK)
     _invalidate(registry)
-    return DeltaCacheHandle(transformer, blocks, state, pipeline)
+    return DeltaCacheHandle(transformer, list(blocks), state, pipeline)
 
 
 def _invalidate(registry: HookRegistry) -> None:

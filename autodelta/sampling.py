@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
-
 
 
 @dataclass
@@ -46,7 +46,7 @@ def timesteps_for(t: Any, batch: int, device: Any) -> torch.Tensor:
 class StepSampler(ABC):
     """Shared part of the loops: fixed items (condition, seed), one step at a time, state in and out."""
 
-    transformer: torch.nn.Module
+    transformer: Any  # a diffusers transformer: its config and dtype are dynamic attributes
 
     def __init__(self, pipe: Any, seeds: Sequence[int], steps: int, guidance_scale: float, size: int) -> None:
         self.pipe, self.steps, self.guidance = pipe, steps, guidance_scale

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any
 
 from autodelta.errors import ScheduleError
 from autodelta.files import Fields, atomic_write, dump_yaml, read_yaml
@@ -153,7 +154,7 @@ class Schedule:
     def full_steps(self) -> int:
         return sum(step is None for step in self.plan)
 
-    def with_updates(self, **changes: Any) -> "Schedule":
+    def with_updates(self, **changes: Any) -> Schedule:
         return replace(self, **changes)
 
     # --- file format -------------------------------------------------------------
@@ -177,7 +178,7 @@ class Schedule:
         }
 
     @classmethod
-    def from_dict(cls, doc: Any, source: str = "schedule") -> "Schedule":
+    def from_dict(cls, doc: Any, source: str = "schedule") -> Schedule:
         reader = Fields(doc, source, ScheduleError, hint=" (see README, schedule format)")
         fmt = reader.get("format", str)
         if fmt != FORMAT:

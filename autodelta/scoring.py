@@ -7,7 +7,8 @@ pipeline calls, item by item) generate differently but score through the same
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

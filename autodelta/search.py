@@ -13,8 +13,9 @@ import math
 import multiprocessing
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import optuna
 from tqdm.auto import tqdm
@@ -231,7 +232,7 @@ class SearchOutcome:
 
 
 def run_search(evaluator: Evaluator, settings: SearchSettings, progress: bool = True,
-               workers: Sequence[multiprocessing.Process] = ()) -> SearchOutcome:
+               workers: Sequence[multiprocessing.process.BaseProcess] = ()) -> SearchOutcome:
     """Run (or resume) the study until it has ``settings.trials`` completed trials."""
     metric = get_metric(settings.metric)
     check_budget_reachable(settings.space, evaluator.cost, evaluator.steps, settings.budget)
@@ -316,6 +317,7 @@ def worker_main(factory: Callable[[], Evaluator], settings: SearchSettings) -> N
         pass
 
 
-def spawn_workers(count: int, factory: Callable[[], Evaluator], settings: SearchSettings) -> list[multiprocessing.Process]:
+def spawn_workers(count: int, factory: Callable[[], Evaluator],
+                  settings: SearchSettings) -> list[multiprocessing.process.BaseProcess]:
     ctx = multiprocessing.get_context("spawn")
     return [ctx.Process(target=worker_main, args=(factory, settings), daemon=False) for _ in range(count)]

@@ -6,7 +6,7 @@ it exactly as on real generations, without a model.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from autodelta.cost import CostModel
 from autodelta.evaluation import Evaluation

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from autodelta.baselines import BASELINES
-from autodelta.evaluation import EvaluatorFactory, default_cache_dir
+from autodelta.calibration import CalibrationSet
 from autodelta.cost import parse_budget
 from autodelta.errors import BudgetError
-from autodelta.calibration import CalibrationSet
+from autodelta.evaluation import EvaluatorFactory, default_cache_dir
 from autodelta.harness import Comparison, MethodResult
 from autodelta.models import load_profile
 from autodelta.report import save_quality_png

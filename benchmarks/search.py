@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from autodelta.evaluation import EvaluatorFactory
 from autodelta.cost import paper_rule, parse_budget
+from autodelta.evaluation import EvaluatorFactory
 from autodelta.models import load_profile
 from autodelta.search import SearchSettings, run_search
 from autodelta.search_outputs import write_outputs

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, DiTTransformer2DModel
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from autodelta.digits import accuracy, frechet_distance, load_digits, train_classifier

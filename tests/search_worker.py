@@ -9,9 +9,9 @@ import sys
 import time
 
 from autodelta.cost import CostModel, parse_budget
-from autodelta.synthetic import SyntheticEvaluator
 from autodelta.search import SearchSettings, run_search
 from autodelta.spaces import load_space
+from autodelta.synthetic import SyntheticEvaluator
 
 
 class SlowSynthetic(SyntheticEvaluator):

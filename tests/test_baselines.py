@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from autodelta.baselines import BASELINES, deepcache_plan, fora_plan, get_baseline, paper_plan, resolve_plan
+from autodelta.calibration import CalibrationSet
 from autodelta.cost import CostModel, parse_budget
 from autodelta.errors import BudgetError
-from autodelta.calibration import CalibrationSet
 from autodelta.harness import Comparison, ItemwiseRunner, plan_installer
 from autodelta.schedule import CachedRange
 from tests.test_cli import assert_one_line_error, run_cli
@@ -86,7 +86,9 @@ def test_dbcache_runs_through_cache_dit(profile, runner):
     cached = runner.run(dbcache_installer(10.0))  # caches every step after its 8 warm-up steps
     # F8B0: 8 warm-up steps of 28 blocks, then only the first 8 blocks
     assert runner.counts[0] == 3 * 20 and runner.counts[27] == 3 * 8
-    assert cached.speedup == pytest.approx(runner.cost.full_macs(20) / cached.macs)
+    cost = runner.cost  # per item: 20 calls, blocks 0-7 on every call, blocks 8-27 on the 8 warm-up calls only
+    expected = cost.cfg_factor * (20 * (cost.pre + cost.post) + 20 * sum(cost.blocks[:8]) + 8 * sum(cost.blocks[8:]))
+    assert cached.macs == pytest.approx(expected) and cached.speedup == pytest.approx(cost.full_macs(20) / expected)
     assert cached.speedup > 1.5
     assert torch.equal(runner.run().images, full.images)
 

@@ -4,10 +4,9 @@ import pytest
 import yaml
 
 from autodelta.cli import main
-from autodelta.schedule import load_schedule
-from tests.conftest import make_schedule, paper_schedule
-from autodelta.schedule import CachedRange
 from autodelta.cost import paper_rule, parse_budget
+from autodelta.schedule import CachedRange, load_schedule
+from tests.conftest import make_schedule, paper_schedule
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -168,3 +167,25 @@ def test_evaluate_prints_the_table_and_writes_the_grid(capsys, tmp_path, paper_f
     assert_one_line_error(code, err, "calibration size 0")
     code, _, err = run_cli(capsys, "evaluate", str(paper_file), "--metrics", "psnr,nope")
     assert_one_line_error(code, err, "unknown metric 'nope'")
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["apply", "schedule.yaml", "--bogus"], ["No such option: --bogus", "--help"]),  # unknown option
+    (["search", "--trials", "abc"], ["Invalid value for '--trials'", "--help"]),  # bad value
+    (["apply"], ["Missing argument 'SCHEDULE.yaml'"]),  # missing argument
+    (["search", "--budget"], ["requires an argument"]),  # option without its value
+    (["frobnicate"], ["No such command 'frobnicate'"]),  # unknown command
+])
+def test_usage_errors_are_one_line_and_exit_2(capsys, argv, needles):
+    code, _, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, *needles)
+
+
+def test_usage_errors_from_the_installed_script_have_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "autodelta.cli", "apply", "x.yaml", "--bogus"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "No such option" in proc.stderr

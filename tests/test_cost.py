@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from autodelta.cost import CostModel, parse_budget, paper_rule
+from autodelta.cost import CostModel, paper_rule, parse_budget
 from autodelta.errors import BudgetError
 from autodelta.schedule import CachedRange
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from autodelta.calibration import CalibrationSet
 from autodelta.cost import paper_rule, parse_budget
 from autodelta.errors import AutodeltaError
-from autodelta.calibration import CalibrationSet
 from autodelta.evaluation import DiffusionEvaluator
 from autodelta.schedule import CachedRange
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import autodelta
+from autodelta.calibration import CalibrationSet
 from autodelta.cost import paper_rule, parse_budget
 from autodelta.errors import ModelError, ScheduleError
-from autodelta.calibration import CalibrationSet
 from autodelta.evaluation import DiffusionEvaluator
 from autodelta.models import load_profile
 from autodelta.prompts import random_prompt_embeddings

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from fvcore.nn import FlopCountAnalysis
 
 from autodelta.profiler import _Call, count_macs, profile_macs

@@ -14,11 +14,11 @@ import yaml
 
 from autodelta.cost import CostModel, parse_budget
 from autodelta.errors import AutodeltaError, BudgetError
-from autodelta.synthetic import SyntheticEvaluator
 from autodelta.schedule import load_schedule
-from autodelta.search import SearchSettings, pareto_front, records, run_search
+from autodelta.search import SearchSettings, run_search
 from autodelta.search_outputs import write_outputs
 from autodelta.spaces import load_space
+from autodelta.synthetic import SyntheticEvaluator
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from autodelta.digits import DigitClassifier, accuracy, load_digits
 from autodelta.calibration import CalibrationSet
+from autodelta.digits import DigitClassifier, accuracy, load_digits
 from autodelta.evaluation import DiffusionEvaluator
 from autodelta.models import load_profile
 from autodelta.schedule import CachedRange

@@ -8,7 +8,8 @@ runs without its text encoder, at any resolution the VAE and patch size allow.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -8,8 +8,9 @@ names a family and gives each of its parameters a range (:mod:`autodelta.spaces`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from autodelta.schedule import DeltaDiTParams, Step, paper_boundary
 
