@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from autodelta.families.base import SearchFamily, SeedContext
-from autodelta.schedule import CachedRange, Step, validate_plan
+from autodelta.families.base import SearchFamily, SeedContext, staged_plan
+from autodelta.schedule import Step
 
 
 class Anchored(SearchFamily):
@@ -21,15 +21,8 @@ class Anchored(SearchFamily):
     def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int) -> tuple[Step, ...]:
         v = values
         head, tail, interval = max(1, int(v["head"])), int(v["tail"]), int(v["N"])
-        plan: list[Step] = []
-        for i in range(steps):
-            if i < head or i >= steps - tail or (i - (head - 1)) % interval == 0:
-                plan.append(None)
-            elif i < int(v["b"]):
-                plan.append(CachedRange(int(v["s_early"]), int(v["n_early"])))
-            else:
-                plan.append(CachedRange(int(v["s_late"]), int(v["n_late"])))
-        return validate_plan(plan, num_blocks, where="anchored plan")
+        return staged_plan(v, steps, num_blocks, lambda i: i < head or i >= steps - tail or (i - (head - 1)) % interval == 0,
+                           where="anchored plan")
 
     def seeds(self, context: SeedContext) -> list[tuple[str, dict[str, Any]]]:
         """The Δ-DiT seeds, plus warm-up seeds shaped like cache-dit's DBCache when the budget is known.

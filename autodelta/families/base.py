@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from autodelta.schedule import DeltaDiTParams, Step, paper_boundary
+from autodelta.schedule import CachedRange, DeltaDiTParams, Step, paper_boundary, validate_plan
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,20 @@ class SeedContext:
     def boundary(self) -> int:
         """The paper's preset boundary b for this T."""
         return paper_boundary(self.steps)[0]
+
+
+def staged_plan(values: Mapping[str, Any], steps: int, num_blocks: int, full: Callable[[int], bool],
+                where: str) -> tuple[Step, ...]:
+    """Step i full where ``full(i)``, else Δ with ``[s_early, +n_early)`` before ``b`` and ``[s_late, +n_late)`` after."""
+    plan: list[Step] = []
+    for i in range(steps):
+        if full(i):
+            plan.append(None)
+        elif i < int(values["b"]):
+            plan.append(CachedRange(int(values["s_early"]), int(values["n_early"])))
+        else:
+            plan.append(CachedRange(int(values["s_late"]), int(values["n_late"])))
+    return validate_plan(plan, num_blocks, where=where)
 
 
 class SearchFamily(ABC):

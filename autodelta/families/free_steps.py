@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from autodelta.families.base import SearchFamily, SeedContext
-from autodelta.schedule import CachedRange, Step, validate_plan
+from autodelta.families.base import SearchFamily, SeedContext, staged_plan
+from autodelta.schedule import Step
 
 
 def full_step_positions(steps: int, count: int, warp: float) -> set[int]:
@@ -42,15 +42,7 @@ class FreeSteps(SearchFamily):
     def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int) -> tuple[Step, ...]:
         v = values
         full = full_step_positions(steps, int(v["full_steps"]), float(v["warp"]))
-        plan: list[Step] = []
-        for i in range(steps):
-            if i in full:
-                plan.append(None)
-            elif i < int(v["b"]):
-                plan.append(CachedRange(int(v["s_early"]), int(v["n_early"])))
-            else:
-                plan.append(CachedRange(int(v["s_late"]), int(v["n_late"])))
-        return validate_plan(plan, num_blocks, where="free-steps plan")
+        return staged_plan(v, steps, num_blocks, full.__contains__, where="free-steps plan")
 
     def seeds(self, context: SeedContext) -> list[tuple[str, dict[str, Any]]]:
         n_c, n_b = context.rule.cached_blocks, context.num_blocks
