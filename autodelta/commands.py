@@ -21,7 +21,8 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
 
     from autodelta.generation import generate
     from autodelta.metrics import psnr_of_images
-    from autodelta.models import load_profile, parse_dtype
+    from autodelta.models import load_profile
+    from autodelta.pipelines import parse_dtype
     from autodelta.report import difference_heatmap, save_image_grid
     from autodelta.runtime import apply
     from autodelta.schedule import load_schedule
@@ -31,8 +32,9 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
     out = ensure_writable_dir(out)
     profile = load_profile(schedule.model)
     _check_schedule_fits(schedule, profile, check_steps=False)  # apply runs the schedule's own T
-    labels = _labels(class_labels, list(profile.conditions[:2]) or [0])  # PixArt: prompt-embedding indices
     resolution, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
+    labels = profile.adapter.check_conditions(  # PixArt: prompt-embedding indices
+        _labels(class_labels, list(profile.conditions[:2]) or [0]), conditioning)
     if random_weights and profile.pretrained:
         print(f"note: {profile.name} built with random weights: images are noise, timings and MACs are real")
     pipe = profile.load_pipeline(random_weights=random_weights, dtype=torch_dtype, scheduler=schedule.scheduler)
@@ -93,7 +95,8 @@ def run_profile(model: str, *, write: bool, random_weights: bool, dtype: str, ba
                 resolution: Optional[int] = None) -> None:
     import torch
 
-    from autodelta.models import load_profile, parse_dtype
+    from autodelta.models import load_profile
+    from autodelta.pipelines import parse_dtype
     from autodelta.profiler import profile
 
     spec = load_profile(model)
@@ -122,13 +125,12 @@ def run_profile(model: str, *, write: bool, random_weights: bool, dtype: str, ba
 
 def run_rule(model: str, budget_text: str, steps: Optional[int], out: Path) -> None:
     from autodelta.cost import paper_rule, parse_budget
-    from autodelta.evaluation import require_cost
     from autodelta.models import load_profile
     from autodelta.schedule import Schedule, paper_boundary
 
     spec = load_profile(model)
     budget = parse_budget(budget_text)
-    cost = require_cost(spec)
+    cost = spec.require_cost()
     steps = steps or spec.steps
     params = paper_rule(cost, steps, budget)
     plan = params.plan(steps, spec.num_blocks)
@@ -212,14 +214,13 @@ def run_evaluate_baseline(name: str, *, model: str, budget_text: str, calib: Opt
     from autodelta.baselines import get_baseline
     from autodelta.calibration import item_set
     from autodelta.cost import parse_budget
-    from autodelta.evaluation import require_cost
     from autodelta.harness import Comparison
     from autodelta.models import load_profile
 
     baseline = get_baseline(name)
     budget = parse_budget(budget_text)
     profile = load_profile(model)
-    cost = require_cost(profile)
+    cost = profile.require_cost()
     if baseline.kind == "schedule":  # unreachable budgets are refused before any generation
         from autodelta.baselines import resolve_plan
 
@@ -252,21 +253,26 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
                storage: Optional[str], study: Optional[str], jobs: int, out: Path, seed: int, random_weights: bool,
                resume_any: bool, sampler: str, resolution: Optional[int] = None,
                prompt_embeds: Optional[Path] = None) -> None:
+    from autodelta.calibration import item_set
     from autodelta.cost import parse_budget
-    from autodelta.evaluation import EvaluatorFactory, require_cost
+    from autodelta.evaluation import EvaluatorFactory
+    from autodelta.files import redact_url
     from autodelta.metrics import get_metric
     from autodelta.models import load_profile
-    from autodelta.search import SearchSettings, check_budget_reachable, open_study, spawn_workers
+    from autodelta.search import SearchSettings, check_budget_reachable, check_sampler, open_study
     from autodelta.search import run_search as search
     from autodelta.search_outputs import write_outputs
     from autodelta.spaces import load_space
+    from autodelta.workers import WorkerPool
 
     profile = load_profile(model)
     budget = parse_budget(budget_text)
     space = load_space(space_name, profile.steps, profile.num_blocks)
     get_metric(metric)
+    check_sampler(sampler)
     if trials < 1 or jobs < 1:
         raise AutodeltaError("--trials and --jobs must be at least 1")
+    item_set(profile, calib, heldout=False)  # a bad --calib is refused before a study file exists
     _, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
     out = ensure_writable_dir(out)
     _warn_random(profile, random_weights, conditioning)
@@ -276,16 +282,16 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
         study_name=study or f"{profile.name}-{space.name}-{budget.text}", sampler=sampler, seed=seed,
         resume_any=resume_any, model=profile.name,
     )
-    cost = require_cost(profile)
+    cost = profile.require_cost()
     check_budget_reachable(space, cost, profile.steps, budget)
     open_study(settings)  # refuses a bad storage URL or a study made for other settings, before any work
     factory = EvaluatorFactory(model, random_weights, calib, False, None, resolution=resolution,
                                prompt_embeds=_path_text(prompt_embeds))
     print(f"search: {profile.name}, budget {budget}, space {space.name} ({space.family}), metric {metric}, "
-          f"{trials} trials, storage {settings.storage}, study {settings.study_name}")
+          f"{trials} trials, storage {redact_url(settings.storage or '')}, study {settings.study_name}")
     evaluator = factory()
     print(f"reference: {len(evaluator.calibration)} calibration items, full compute, cached in {factory.cache_dir}")
-    workers = spawn_workers(jobs - 1, factory, settings) if jobs > 1 else []
+    workers = WorkerPool(jobs - 1, factory, settings) if jobs > 1 else None
     outcome = search(evaluator, settings, progress=True, workers=workers)
     heldout = EvaluatorFactory(model, random_weights, calib, True, None, resolution=resolution,
                                prompt_embeds=_path_text(prompt_embeds))

@@ -96,7 +96,7 @@ class DiffusionEvaluator:
                  resolution: int | None = None, conditioning: Any = None) -> None:
         self.profile, self.pipe, self.calibration = profile, pipe, calibration
         self.steps, self.num_blocks = profile.steps, profile.num_blocks
-        self.cost = cost or require_cost(profile)
+        self.cost = cost or profile.require_cost()
         self.scorer = Scorer(profile, metrics)
         self.conditioning = conditioning if conditioning is not None else profile.adapter.conditioning()
         self.resolution = resolution or profile.resolution
@@ -131,18 +131,33 @@ class DiffusionEvaluator:
         if path is not None and path.exists():
             try:
                 doc = torch.load(path, weights_only=True)
-                if doc.get("key") == self.reference_key() and isinstance(doc.get("images"), torch.Tensor):
-                    return doc["images"]
-                reason = "it was made for other weights or settings"
+                images = doc.get("images") if isinstance(doc, dict) else None
+                if not isinstance(doc, dict) or doc.get("key") != self.reference_key():
+                    reason = "it was made for other weights or settings"
+                elif not isinstance(images, torch.Tensor) or tuple(images.shape) != self._image_shape():
+                    reason = f"its images have shape {getattr(images, 'shape', None)}, not {self._image_shape()}"
+                elif not bool(torch.isfinite(images).all()):
+                    reason = "its images hold NaN or inf"
+                else:
+                    return images
             except Exception as exc:  # corrupt or truncated file: say so and regenerate
                 reason = f"it is corrupt ({type(exc).__name__})"
             logger.warning("reference cache %s is unusable: %s; regenerating it", path, reason)
         images = self._generate([None] * self.steps, count=False)
+        if not bool(torch.isfinite(images).all()):
+            raise AutodeltaError(f"full compute of {self.profile.name} produced NaN or inf images; its weights or "
+                                 "dtype are broken (try --dtype fp32), so no quality can be measured against it")
         if path is not None:
             buffer = io.BytesIO()
             torch.save({"key": self.reference_key(), "images": images}, buffer)
             atomic_write(path, buffer.getvalue())
         return images
+
+    def _image_shape(self) -> tuple[int, ...]:
+        """``[N, C, H, W]`` of the decoded calibration set (decoding the initial noise is cheap)."""
+        if not hasattr(self, "_shape"):
+            self._shape = tuple(self.sampler.decode(self.sampler.initial_state()).shape)
+        return self._shape
 
     # evaluation -----------------------------------------------------------------------
     def evaluate(self, plan: Sequence[Step]) -> Evaluation:
@@ -195,15 +210,6 @@ def _weights_id(profile: Profile) -> str:
     return f"sha256:{digest}"
 
 
-
-
-def require_cost(profile: Profile) -> CostModel:
-    """The profile's cost model, or a one-line error saying how to measure it."""
-    cost = profile.cost_model()
-    if cost is None:
-        raise AutodeltaError(f"profile {profile.name} has no cost yet; run "
-                             f"`autodelta profile --model {profile.name} --write`")
-    return cost
 
 
 def default_cache_dir() -> str:

@@ -25,8 +25,7 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
         probe.close()
     except OSError as exc:
         raise AutodeltaError(
-            f"output folder {str(folder)!r} is not writable ({exc.strerror or exc}); "
-            "pass --out with a folder you can write to"
+            f"folder {str(folder)!r} is not writable ({exc.strerror or exc}); choose a folder you can write to"
         ) from None
     return folder
 
@@ -46,14 +45,25 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+    except OSError as exc:  # disk full, quota, read-only: the old file (if any) is untouched
+        Path(tmp).unlink(missing_ok=True)
+        raise AutodeltaError(f"cannot write {str(target)!r} ({_reason(exc)}); the previous file, if any, is "
+                             "unchanged; free space or choose another folder") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
 
 
+def _reason(exc: OSError | UnicodeDecodeError) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
 class _Dumper(yaml.SafeDumper):
-    """Block style for structure, flow style for short lists of numbers and one-key leaves."""
+    """Block style for structure, flow style for short lists of numbers and one-key leaves; no aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # autodelta's own files never use anchors, so its loader can refuse them
 
 
 def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
@@ -75,17 +85,50 @@ def dump_yaml(document: Any) -> str:
     return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
+MAX_YAML_BYTES = 16 * 2**20
+"""Largest YAML file autodelta reads (its own schedules and profiles are a few KB)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses anchors/aliases: shared files cannot expand into a billion laughs."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None) is not None:
+            event = self.peek_event()
+            raise _Refused(f"YAML anchors and aliases are not allowed (line {event.start_mark.line + 1}); "
+                           "write the values out")
+        return super().compose_node(parent, index)
+
+
+class _Refused(yaml.YAMLError):
+    pass
+
+
 def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
-    """Load a YAML file, turning missing, unreadable and malformed files into one-line errors."""
+    """Load a YAML file, turning missing, unreadable, oversized and malformed files into one-line errors.
+
+    Only plain YAML is read: no tags (``!!python/...``), no anchors or aliases, at most
+    :data:`MAX_YAML_BYTES`; so a shared file can never run code, hang or exhaust memory.
+    """
     source = Path(path)
     try:
+        if source.is_file() and source.stat().st_size > MAX_YAML_BYTES:
+            raise AutodeltaError(f"{what} {str(source)!r} is {source.stat().st_size / 2**20:.0f} MiB; autodelta "
+                                 f"reads YAML files of at most {MAX_YAML_BYTES // 2**20} MiB")
         text = source.read_text()
     except FileNotFoundError:
         raise AutodeltaError(f"{what} {str(source)!r} does not exist; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise AutodeltaError(f"{what} {str(source)!r} cannot be read ({exc}); check the file") from None
+        raise AutodeltaError(f"{what} {str(source)!r} cannot be read ({_reason(exc)}); check the file") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
+    except _Refused as exc:
+        raise AutodeltaError(f"{what} {str(source)!r}: {exc}") from None
+    except yaml.constructor.ConstructorError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise AutodeltaError(f"{what} {str(source)!r} uses a YAML tag{where}; tags are not allowed, "
+                             "write plain values") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -153,3 +196,31 @@ def shipped_dir(kind: str) -> Path:
     from importlib import resources
 
     return Path(str(resources.files("autodelta").joinpath(kind)))
+
+
+def redact_url(url: str) -> str:
+    """A storage URL safe to print or share: no password, and a SQLite file by its name only.
+
+    ``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``;
+    ``sqlite:////home/me/out/study.db`` → ``sqlite:///study.db`` (no absolute local path).
+    """
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:  # not a URL sqlalchemy understands: show its scheme only
+        return url.split("://", 1)[0] + "://…" if "://" in url else "…"
+    if parsed.get_backend_name() == "sqlite":
+        return f"{parsed.drivername}:///{Path(parsed.database).name}" if parsed.database else str(parsed)
+    return parsed.render_as_string(hide_password=True)
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` (e.g. a driver's error message) with the password of ``url`` masked wherever it appears."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        password = make_url(url).password
+    except Exception:
+        password = None
+    return text.replace(str(password), "***") if password else text

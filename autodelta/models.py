@@ -7,52 +7,20 @@ from config, and carries its measured cost profile (per-block MACs and latency).
 
 from __future__ import annotations
 
-import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import diffusers
-import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.autoencoders.vae import DecoderOutput
-from diffusers.models.modeling_utils import ModelMixin
-
 from autodelta.cost import CostModel
 from autodelta.errors import ModelError
 from autodelta.files import Fields, atomic_write, dump_yaml, read_yaml, shipped_dir
-from autodelta.logs import quieted
 
 if TYPE_CHECKING:
+    import torch
+
     from autodelta.adapters.base import ModelAdapter
-
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    try:
-        return _DTYPES[name]
-    except KeyError:
-        raise ModelError(f"dtype {name!r} is not supported; use one of fp32, bf16, fp16") from None
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
-
-
-class PixelDecoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
-    """Identity "VAE" for pixel-space models: ``DiTPipeline`` decodes through it unchanged."""
-
-    @register_to_config
-    def __init__(self, scaling_factor: float = 1.0) -> None:
-        super().__init__()
-        self.register_buffer("_anchor", torch.zeros(1), persistent=False)  # gives the module a device/dtype
-
-    def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple[torch.Tensor]:
-        return DecoderOutput(sample=z) if return_dict else (z,)
-
 
 @dataclass(frozen=True)
 class Calibration:
@@ -148,78 +116,39 @@ class Profile:
             cfg_factor=self.cfg_factor,
         )
 
-    # --- building ----------------------------------------------------------------
+    # --- building (torch and diffusers are imported only here, so `rule` and `show` start fast) ---
     def build_transformer(self, seed: int = 0) -> torch.nn.Module:
         """The transformer architecture from the stored config, random weights seeded by ``seed``."""
-        cls = getattr(diffusers, self.transformer_class)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return cls.from_config(self.transformer_config).eval()
+        from autodelta.pipelines import build_transformer
+
+        return build_transformer(self, seed)
 
     def build_scheduler(self, name: str | None = None) -> Any:
-        cls = _diffusers_class(name or self.scheduler, "scheduler")
-        return cls.from_config(self.scheduler_config)
+        """The profile's scheduler (or the diffusers scheduler class ``name``) from its stored config."""
+        from autodelta.pipelines import build_scheduler
 
-    def _build_vae(self, seed: int) -> torch.nn.Module:
-        kind = self.vae.get("kind", "identity")
-        if kind == "identity":
-            return PixelDecoder(scaling_factor=float(self.vae.get("scaling_factor", 1.0)))
-        if kind == "autoencoder_kl":
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed + 1)
-                return diffusers.AutoencoderKL.from_config(self.vae["config"]).eval()
-        raise ModelError(f"profile {self.name}: vae.kind {kind!r} is unknown; use 'identity' or 'autoencoder_kl'")
+        return build_scheduler(self, name)
 
-    def load_pipeline(self, random_weights: bool = False, dtype: torch.dtype = torch.float32,
+    def load_pipeline(self, random_weights: bool = False, dtype: torch.dtype | None = None,
                       scheduler: str | None = None, seed: int = 0) -> Any:
         """A ready pipeline: shipped weights, cached pretrained weights, or (asked for) random ones."""
-        pipeline_cls = _diffusers_class(self.pipeline, "pipeline")
-        extra = self.adapter.pipeline_components()  # e.g. PixArt runs without its text encoder
-        if self.weights is not None:
-            transformer = self.build_transformer(seed)
-            transformer.load_state_dict(self._load_shipped_weights(), strict=True)
-            pipe = pipeline_cls(transformer=transformer, vae=self._build_vae(seed), scheduler=self.build_scheduler(scheduler),
-                                **extra)
-        elif random_weights or self.pretrained is None:
-            pipe = pipeline_cls(
-                transformer=self.build_transformer(seed),
-                vae=self._build_vae(seed),
-                scheduler=self.build_scheduler(scheduler),
-                **extra,
-            )
-        else:
-            try:
-                with quieted("diffusers", level=logging.ERROR):
-                    pipe = pipeline_cls.from_pretrained(self.pretrained, local_files_only=True)
-            except (OSError, ValueError) as exc:
-                raise ModelError(
-                    f"weights of {self.pretrained} are not in the local Hugging Face cache ({type(exc).__name__}); "
-                    f"download them with `huggingface-cli download {self.pretrained}` or pass --random-weights "
-                    "to run the same architecture with random weights"
-                ) from None
-            pipe.scheduler = self.build_scheduler(scheduler)
-        if dtype != torch.float32:
-            with quieted("diffusers", level=logging.ERROR):  # "modules to keep in fp32: []" is noise here
-                pipe = pipe.to(dtype=dtype)
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        from autodelta.pipelines import load_pipeline
 
-    def _load_shipped_weights(self) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
+        return load_pipeline(self, random_weights=random_weights, dtype=dtype, scheduler=scheduler, seed=seed)
 
-        assert self.weights is not None
-        path = self.local_file(self.weights)
-        if not path.exists():
-            raise ModelError(
-                f"weights file {path} of profile {self.name} is missing; restore it from git or retrain with "
-                "`python scripts/train_tiny_dit.py`"
-            )
-        return load_file(str(path))
+    def require_cost(self) -> CostModel:
+        """The profiled cost model, or a one-line error saying how to measure it."""
+        cost = self.cost_model()
+        if cost is None:
+            raise ModelError(f"profile {self.name} has no cost yet; run `autodelta profile --model {self.name} --write`")
+        return cost
 
-    def example_inputs(self, batch: int = 1, dtype: torch.dtype = torch.float32, seed: int = 0,
+    def example_inputs(self, batch: int = 1, dtype: torch.dtype | None = None, seed: int = 0,
                        resolution: int | None = None) -> dict[str, Any]:
         """Transformer keyword inputs at ``resolution`` (default: the profile's), for profiling and tests."""
-        return self.adapter.example_inputs(batch, dtype, seed, resolution)
+        import torch
+
+        return self.adapter.example_inputs(batch, dtype or torch.float32, seed, resolution)
 
     def write_cost(self, cost: dict[str, Any]) -> None:
         """Replace the ``cost`` section of the profile file, atomically."""
@@ -228,13 +157,6 @@ class Profile:
         atomic_write(self.path, dump_yaml(doc))
         self.cost = cost
         self.document = doc
-
-
-def _diffusers_class(name: str, what: str) -> Any:
-    cls = getattr(diffusers, name, None)
-    if cls is None:
-        raise ModelError(f"{what} class {name!r} is not in diffusers {diffusers.__version__}; check the profile")
-    return cls
 
 
 def profile_dirs() -> list[Path]:
@@ -297,7 +219,14 @@ def parse_profile(doc: Any, path: Path) -> Profile:
         cost=f.get("cost", dict, optional=True),
         document=dict(doc),
     )
-    if "num_layers" not in profile.transformer_config:
-        raise ModelError(f"{path}: field 'transformer.config.num_layers' is missing; add the block count")
-    profile.adapter  # noqa: B018 - an unknown pipeline class is refused when the profile is read
+    if not isinstance(profile.transformer_config.get("num_layers"), int):
+        raise ModelError(f"{path}: field 'transformer.config.num_layers' must be the block count (an integer)")
+    checks = [("steps", 1 <= profile.steps <= 10_000, "in [1, 10000]"),
+              ("guidance_scale", math.isfinite(profile.guidance_scale) and profile.guidance_scale >= 0,
+               "a finite number >= 0"),
+              ("resolution", 1 <= profile.resolution <= 16_384, "in [1, 16384] pixels"),
+              ("transformer.config.num_layers", 1 <= profile.num_blocks <= 4096, "in [1, 4096]")]
+    for name, ok, rule in checks:
+        if not ok:
+            raise ModelError(f"{path}: field '{name}' must be {rule}")
     return profile

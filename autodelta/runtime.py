@@ -151,6 +151,10 @@ class DeltaCacheState:
                 self.reset()
                 self.timesteps_ref = timesteps
         if key != self.last_timestep:
+            if self.pipeline is None and self.last_timestep is not None and key > self.last_timestep:
+                # bare transformer: samplers walk timesteps downwards, so a higher one starts a new
+                # generation, also after a run that was aborted part-way (its Δ-Cache must not leak)
+                self.reset()
             if self.step == steps - 1:
                 if self.pipeline is not None and self.timesteps_ref is not None:
                     raise ScheduleError(

@@ -9,6 +9,7 @@ a plan travel beside it for provenance only.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,9 @@ from autodelta.errors import ScheduleError
 from autodelta.files import Fields, atomic_write, dump_yaml, read_yaml
 
 FORMAT = "autodelta/schedule@1"
+MAX_BLOCKS = 4096
+"""More transformer blocks than any DiT has; larger counts in a file are mistakes (or attacks)."""
+MAX_STEPS = 10_000
 
 
 @dataclass(frozen=True, order=True)
@@ -139,10 +143,12 @@ class Schedule:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.num_blocks < 1:
-            raise ScheduleError(f"model.num_blocks={self.num_blocks} must be >= 1")
-        if self.steps < 1:
-            raise ScheduleError(f"sampler.steps={self.steps} must be >= 1")
+        if not 1 <= self.num_blocks <= MAX_BLOCKS:
+            raise ScheduleError(f"model.num_blocks={self.num_blocks} must be in [1, {MAX_BLOCKS}]")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ScheduleError(f"sampler.steps={self.steps} must be in [1, {MAX_STEPS}]")
+        if self.guidance_scale is not None and not (math.isfinite(self.guidance_scale) and self.guidance_scale >= 0):
+            raise ScheduleError(f"guidance_scale={self.guidance_scale} must be a finite number >= 0 (1 or less: no CFG)")
         if len(self.plan) != self.steps:
             raise ScheduleError(
                 f"plan has {len(self.plan)} steps but sampler.steps is {self.steps}; "

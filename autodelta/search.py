@@ -9,13 +9,15 @@ with ``--storage``) is enough to resume, to run several workers, and to report.
 
 from __future__ import annotations
 
+import logging
 import math
-import multiprocessing
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from tqdm.auto import tqdm
@@ -23,12 +25,16 @@ from tqdm.auto import tqdm
 from autodelta.cost import Budget, CostModel, paper_rule
 from autodelta.errors import AutodeltaError, BudgetError
 from autodelta.evaluation import Evaluation, Evaluator
+from autodelta.files import redact_text, redact_url
 from autodelta.logs import quieted
 from autodelta.metrics import get_metric
 from autodelta.schedule import Step, decode_plan, encode_plan
 from autodelta.spaces import Param, SearchSpace, known_seeds
+from autodelta.storage import backend_of, make_storage
 
-QUALITY_CAP = 100.0  # PSNR of identical images is inf; Optuna objectives must be finite
+logger = logging.getLogger(__name__)
+
+QUALITY_CAP = 100.0  # PSNR of identical images is +inf; Optuna objectives must be finite
 
 
 @dataclass
@@ -62,8 +68,17 @@ class SearchSettings:
     extra_attrs: dict[str, Any] = field(default_factory=dict)
 
 
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+def check_sampler(name: str) -> None:
+    if name not in SAMPLERS:
+        raise AutodeltaError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+
+
 def _sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
     """Constraint-aware samplers: the budget reaches them through ``trial.set_constraint``."""
+    check_sampler(settings.sampler)
     if settings.sampler == "tpe":
         with warnings.catch_warnings():  # `multivariate` and `group` are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -72,29 +87,35 @@ def _sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=20)
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=settings.seed)
-    raise AutodeltaError(f"unknown sampler {settings.sampler!r}; use tpe, nsga2 or random")
+    raise AssertionError(settings.sampler)
 
 
 def open_study(settings: SearchSettings) -> optuna.Study:
     """Create or load the study; refuse one made for another model, budget, space or metric."""
     metric = get_metric(settings.metric)
+    sampler = _sampler(settings)  # an unknown sampler is refused before any storage is touched
     identity = {"model": settings.model, "budget": settings.budget.speedup, "space": settings.space.name,
                 "family": settings.space.family, "metric": settings.metric, **settings.extra_attrs}
+    url = settings.storage
+    # processes that open a fresh SQLite file at once race on its schema: retry those briefly; a
+    # server is asked once (its connect timeout already bounds the wait)
+    attempts = 6 if url is None or backend_of(url) == "sqlite" else 1
     study = None
-    for attempt in range(6):  # processes that open a fresh database at once race on its schema
+    for attempt in range(attempts):
         try:
             with quieted("optuna"):
                 study = optuna.create_study(
-                    study_name=settings.study_name, storage=settings.storage, load_if_exists=True,
+                    study_name=settings.study_name, storage=make_storage(url) if url else None, load_if_exists=True,
                     directions=["maximize" if metric.higher_is_better else "minimize", "minimize"],
-                    sampler=_sampler(settings),
+                    sampler=sampler,
                 )
             break
         except Exception as exc:
-            if attempt == 5:
+            if attempt == attempts - 1:
+                reason = redact_text(str(exc).splitlines()[0] if str(exc) else "", url or "")[:160]
                 raise AutodeltaError(
-                    f"storage {settings.storage!r} cannot be opened ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:160]}); check the URL and that the database is reachable") from None
+                    f"storage {redact_url(url or 'memory')!r} cannot be opened ({type(exc).__name__}: {reason}); "
+                    "check the URL and that the database is reachable") from None
             time.sleep(0.2 * (attempt + 1))
     assert study is not None
     existing = {k: study.user_attrs.get(k) for k in identity}
@@ -138,7 +159,9 @@ def check_budget_reachable(space: SearchSpace, cost: CostModel, steps: int, budg
                           f"is {reachable:.3f}x; lower the budget or widen the space")
 
 
-class _Objective:
+class Objective:
+    """Plan of the sampled parameters → (quality, MACs); duplicate plans are answered from the study."""
+
     def __init__(self, evaluator: Evaluator, settings: SearchSettings, study: optuna.Study) -> None:
         self.evaluator, self.settings, self.study = evaluator, settings, study
         self.metric = get_metric(settings.metric)
@@ -172,14 +195,26 @@ class _Objective:
             metrics, macs, speedup = evaluation.metrics, evaluation.macs, evaluation.speedup
         trial.set_user_attr("trial", trial.number)
         trial.set_user_attr("plan", plan_list)
-        trial.set_user_attr("metrics", {k: (v if math.isfinite(v) else QUALITY_CAP) for k, v in metrics.items()})
+        trial.set_user_attr("metrics", {k: _finite_or_none(v) for k, v in metrics.items()})
         trial.set_user_attr("macs", macs)
         trial.set_user_attr("speedup", speedup)
         trial.set_constraint("budget", self.settings.budget.speedup - speedup)  # feasible when <= 0
         quality = metrics[self.settings.metric]
-        if not math.isfinite(quality):
+        if math.isnan(quality) or quality == (-math.inf if self.metric.higher_is_better else math.inf):
+            # a broken generation is never a schedule: Optuna marks a NaN objective FAIL, and the
+            # study keeps it out of every record, Pareto front and choice
+            trial.set_user_attr("failed", f"{self.settings.metric} is {quality}")
+            logger.warning("trial %d failed: %s is %s; it is never chosen", trial.number, self.settings.metric, quality)
+            return math.nan, macs
+        if math.isinf(quality):  # identical to full compute
             quality = QUALITY_CAP if self.metric.higher_is_better else 0.0
         return quality, macs
+
+
+def _finite_or_none(value: float) -> float | None:
+    if math.isnan(value):
+        return None
+    return QUALITY_CAP if value == math.inf else (-QUALITY_CAP if value == -math.inf else value)
 
 
 def records(study: optuna.Study, budget: Budget, metric: str) -> list[TrialRecord]:
@@ -231,15 +266,29 @@ class SearchOutcome:
     interrupted: bool = False
 
 
+class Helpers(Protocol):
+    """Extra worker processes on the same study (see :mod:`autodelta.workers`)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def join(self) -> None: ...
+
+
 def run_search(evaluator: Evaluator, settings: SearchSettings, progress: bool = True,
-               workers: Sequence[multiprocessing.process.BaseProcess] = ()) -> SearchOutcome:
-    """Run (or resume) the study until it has ``settings.trials`` completed trials."""
+               workers: Helpers | None = None) -> SearchOutcome:
+    """Run (or resume) the study until it has ``settings.trials`` completed trials.
+
+    The first Ctrl-C stops after the trials in progress (here and in the workers), so
+    every completed trial is kept and the outputs can be written; a second one aborts.
+    """
     metric = get_metric(settings.metric)
     check_budget_reachable(settings.space, evaluator.cost, evaluator.steps, settings.budget)
     study = open_study(settings)
     if not study.trials and settings.seed_known:
         enqueue_known(study, evaluator, settings)
-    objective = _Objective(evaluator, settings, study)
+    objective = Objective(evaluator, settings, study)
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     remaining = max(0, settings.trials - done)
     bar = tqdm(total=settings.trials, initial=done, desc=f"search {settings.space.name} @ {settings.budget}",
@@ -252,18 +301,33 @@ def run_search(evaluator: Evaluator, settings: SearchSettings, progress: bool = 
             bar.set_postfix_str(f"best {settings.metric} {best.quality:.2f} at {best.speedup:.2f}x (trial {best.number})")
 
     start = time.perf_counter()
-    interrupted = False
-    for proc in workers:
-        proc.start()
+    stopping = threading.Event()
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        stopping.set()
+        if workers is not None:
+            workers.stop()
+        bar.write("autodelta: stopping after the trials in progress (Ctrl-C again to abort now)")
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+    if workers is not None:
+        workers.start()
     try:
         if remaining:
-            _optimize(study, objective, settings.trials, [on_trial])
+            optimize_until(study, objective, settings.trials, [on_trial], stopping.is_set)
     except KeyboardInterrupt:
-        interrupted = True
+        stopping.set()
     finally:
-        for proc in workers:
-            proc.join()
+        if workers is not None:
+            workers.join()  # they stop by themselves at --trials, or after their trial when asked
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         bar.close()
+    interrupted = stopping.is_set()
     items = records(study, settings.budget, settings.metric)
     return SearchOutcome(study=study, records=items, best=best_within_budget(items, metric.higher_is_better),
                          pareto=pareto_front(items, metric.higher_is_better), seconds=time.perf_counter() - start,
@@ -274,22 +338,39 @@ def _completed_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
-def _optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], trials: int,
-              callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]]) -> None:
+def optimize_until(study: optuna.Study, objective: Callable[[optuna.Trial], Any], trials: int,
+                   callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+                   should_stop: Callable[[], bool] = lambda: False) -> None:
     """Optimize until the study holds ``trials`` completed trials, whatever other workers do.
 
     On SQLite two processes can pop the same enqueued trial; the second one's ``tell`` then
     fails with "Cannot tell a COMPLETE trial". Its result was identical (same parameters,
-    deterministic evaluation) and is already stored, so the worker just goes on.
+    deterministic evaluation) and is already stored, so the worker just goes on. When
+    ``should_stop()`` turns true, the trial in progress finishes and nothing new starts.
     """
     stop = optuna.study.MaxTrialsCallback(trials, states=(optuna.trial.TrialState.COMPLETE,))
-    while _completed_count(study) < trials:
+
+    def stop_when_asked(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if should_stop():
+            study.stop()
+
+    failed_before = _failed_count(study)
+    while _completed_count(study) < trials and not should_stop():
+        failed = _failed_count(study) - failed_before
+        if failed > max(10, trials):
+            raise AutodeltaError(f"{failed} trials failed (NaN or -inf quality) and only {_completed_count(study)} "
+                                 "completed; the model's generations are broken, check its weights and dtype")
         try:
-            with quieted("optuna"):  # one INFO line per trial would drown the progress bar
-                study.optimize(objective, n_trials=trials - _completed_count(study), callbacks=[*callbacks, stop])
+            with quieted("optuna", level=logging.ERROR):  # INFO/WARNING per trial would drown the progress bar
+                study.optimize(objective, n_trials=trials - _completed_count(study),
+                               callbacks=[*callbacks, stop, stop_when_asked])
         except ValueError as exc:
             if "Cannot tell a COMPLETE trial" not in str(exc):
                 raise
+
+
+def _failed_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
 
 
 def enqueue_known(study: optuna.Study, evaluator: Evaluator, settings: SearchSettings) -> list[str]:
@@ -304,20 +385,3 @@ def enqueue_known(study: optuna.Study, evaluator: Evaluator, settings: SearchSet
         study.enqueue_trial(free, user_attrs={"seed_label": label}, skip_if_exists=True)
         labels.append(label)
     return labels
-
-
-def worker_main(factory: Callable[[], Evaluator], settings: SearchSettings) -> None:
-    """Body of one extra worker process (``--jobs``): same study, same stop rule."""
-    evaluator = factory()
-    study = open_study(settings)
-    objective = _Objective(evaluator, settings, study)
-    try:
-        _optimize(study, objective, settings.trials, [])
-    except KeyboardInterrupt:
-        pass
-
-
-def spawn_workers(count: int, factory: Callable[[], Evaluator],
-                  settings: SearchSettings) -> list[multiprocessing.process.BaseProcess]:
-    ctx = multiprocessing.get_context("spawn")
-    return [ctx.Process(target=worker_main, args=(factory, settings), daemon=False) for _ in range(count)]

@@ -9,7 +9,7 @@ from typing import Any
 
 from autodelta.cost import paper_rule
 from autodelta.errors import AutodeltaError
-from autodelta.files import atomic_write, dump_yaml
+from autodelta.files import atomic_write, dump_yaml, redact_url
 from autodelta.metrics import get_metric
 from autodelta.report import plan_map_text, save_pareto_png
 from autodelta.schedule import Schedule, encode_plan
@@ -60,7 +60,8 @@ def write_outputs(outcome: SearchOutcome, settings: SearchSettings, evaluator: A
         for r in shown:
             held[id(r)] = held_ev.evaluate(r.plan).metrics
     best = outcome.best
-    schedule = _schedule_of(best, settings, evaluator, profile, held.get(id(best)), settings.storage)
+    storage = redact_url(settings.storage) if settings.storage else None  # no password, no local path
+    schedule = _schedule_of(best, settings, evaluator, profile, held.get(id(best)), storage)
     schedule.save(out / "schedule.yaml")
 
     pareto_doc = {

@@ -149,20 +149,33 @@ def load_space(name_or_path: str | os.PathLike[str], steps: int = 20, num_blocks
 
 
 def _check_ranges(space: SearchSpace, steps: int, num_blocks: int, lines: Mapping[str, int]) -> None:
-    """Evaluate every expression at the low corner so bad expressions and empty ranges fail now."""
-    names: dict[str, Any] = {"T": steps, "N_b": num_blocks}
-    for param in space.params:
+    """Evaluate every range at both corners so bad expressions, empty or absurd ranges and
+    parameter values that make no plan (an interval of 0, a range past the last block) fail now."""
+    limit = 4 * max(steps, num_blocks)
+    for corner in ("low", "high"):
+        names: dict[str, Any] = {"T": steps, "N_b": num_blocks}
+        for param in space.params:
+            where = f"search space {space.name}, line {lines.get(param.name, '?')}"
+            try:
+                low, high = param.bounds(names) if param.kind != "fixed" else (evaluate_expression(param.low, names),) * 2
+            except (SpaceError, ExpressionError) as exc:
+                raise SpaceError(f"{where}: {exc}") from None
+            if low > high:
+                raise SpaceError(f"{where}: range of {param.name} is empty ({low} > {high} for T={steps}, "
+                                 f"N_b={num_blocks})")
+            if param.kind != "float" and not 0 <= low <= high <= limit:
+                raise SpaceError(f"{where}: range of {param.name} is [{low}, {high}]; steps, blocks and intervals lie "
+                                 f"in [0, {limit}] here (T={steps}, N_b={num_blocks})")
+            if param.kind == "float" and param.log and low <= 0:
+                raise SpaceError(f"{where}: {param.name} is searched on a log scale, so its low end must be > 0, "
+                                 f"not {low}")
+            names[param.name] = low if corner == "low" else high
+        values = {p.name: names[p.name] for p in space.params}
         try:
-            if param.kind == "fixed":
-                names[param.name] = evaluate_expression(param.low, names)
-                continue
-            low, high = param.bounds(names)
-        except (SpaceError, ExpressionError) as exc:
-            raise SpaceError(f"search space {space.name}, line {lines.get(param.name, '?')}: {exc}") from None
-        if low > high:
-            raise SpaceError(f"search space {space.name}, line {lines.get(param.name, '?')}: range of "
-                             f"{param.name} is empty ({low} > {high} for T={steps}, N_b={num_blocks})")
-        names[param.name] = low
+            space.plan(values, steps, num_blocks)
+        except (AutodeltaError, ArithmeticError, ValueError) as exc:
+            raise SpaceError(f"search space {space.name}: its {corner} corner {values} makes no valid plan "
+                             f"({exc or type(exc).__name__}); narrow the ranges") from None
 
 
 def _param_lines(path: Path) -> dict[str, int]:

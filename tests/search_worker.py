@@ -1,17 +1,22 @@
-"""A search on the synthetic evaluator, as a separate process (resume and multi-worker tests).
+"""A search on the synthetic evaluator, as a separate process (resume, multi-worker and signal tests).
 
-    python -m tests.search_worker STORAGE_URL TRIALS [SLEEP_SECONDS]
+    python -m tests.search_worker STORAGE_URL TRIALS [SLEEP_SECONDS [JOBS]]
+
+With JOBS > 1 it runs like ``autodelta search --jobs JOBS``: this process plus JOBS - 1
+spawned workers on one study. Exit code 130 when interrupted (Ctrl-C), as the CLI.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 
 from autodelta.cost import CostModel, parse_budget
 from autodelta.search import SearchSettings, run_search
 from autodelta.spaces import load_space
 from autodelta.synthetic import SyntheticEvaluator
+from autodelta.workers import WorkerPool
 
 
 class SlowSynthetic(SyntheticEvaluator):
@@ -24,6 +29,16 @@ class SlowSynthetic(SyntheticEvaluator):
         return super().evaluate(plan)
 
 
+@dataclass(frozen=True)
+class SlowFactory:
+    """Picklable evaluator factory for spawned workers."""
+
+    sleep: float
+
+    def __call__(self) -> SlowSynthetic:
+        return SlowSynthetic(self.sleep)
+
+
 def settings(storage: str, trials: int) -> SearchSettings:
     return SearchSettings(budget=parse_budget("1.6x"), space=load_space("delta-dit"), trials=trials,
                           storage=storage, study_name="worker-test", model="synthetic", seed=None)
@@ -32,4 +47,8 @@ def settings(storage: str, trials: int) -> SearchSettings:
 if __name__ == "__main__":
     storage, trials = sys.argv[1], int(sys.argv[2])
     sleep = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-    run_search(SlowSynthetic(sleep), settings(storage, trials), progress=False)
+    jobs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    config = settings(storage, trials)
+    pool = WorkerPool(jobs - 1, SlowFactory(sleep), config) if jobs > 1 else None
+    outcome = run_search(SlowSynthetic(sleep), config, progress=False, workers=pool)
+    sys.exit(130 if outcome.interrupted else 0)

@@ -54,6 +54,21 @@ class ModelAdapter(ABC):
                              "class-conditional (use its class labels)")
         return None
 
+    def num_conditions(self, conditioning: Any) -> int:
+        """How many distinct conditions there are (class labels 0 … n-1)."""
+        return int(self.profile.transformer_config.get("num_embeds_ada_norm", 1000))
+
+    def check_conditions(self, conditions: list[int], conditioning: Any = None) -> list[int]:
+        """``conditions`` if each names a condition that exists; a one-line error otherwise."""
+        count = self.num_conditions(conditioning)
+        what = "prompt-embedding indices" if self.text_conditioned else "class labels"
+        if not conditions:
+            raise ModelError(f"no {what} given; pass e.g. --class-labels 0,1")
+        bad = [c for c in conditions if not 0 <= c < count]
+        if bad:
+            raise ModelError(f"{what} {bad} are out of range for {self.profile.name}: use 0..{count - 1}")
+        return conditions
+
     def conditioning_id(self, conditioning: Any) -> str | None:
         """A content hash of ``conditioning`` for reference-cache keys (``None`` for class labels)."""
         return None

@@ -43,6 +43,9 @@ class PixArt(ModelAdapter):
         return profile_prompt_embeddings(spec, int(profile.transformer_config["caption_channels"]), profile.name,
                                          override)
 
+    def num_conditions(self, conditioning: Any) -> int:
+        return len(conditioning if conditioning is not None else self.conditioning())
+
     def conditioning_id(self, conditioning: Any) -> str | None:
         return conditioning.identity() if conditioning is not None else None
 

@@ -1,0 +1,133 @@
+"""Building a profile's pipeline: transformer from config, scheduler, decoder, weights, dtype.
+
+Kept apart from :mod:`autodelta.models` (what a model *is*) because it needs torch and
+diffusers, which take seconds to import; commands that only read profiles and
+schedules (``rule``, ``show``, every input error) never import them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import diffusers
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import DecoderOutput
+from diffusers.models.modeling_utils import ModelMixin
+
+from autodelta.errors import ModelError
+from autodelta.logs import quieted
+from autodelta.models import Profile
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise ModelError(f"dtype {name!r} is not supported; use one of fp32, bf16, fp16") from None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
+
+
+class PixelDecoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
+    """Identity "VAE" for pixel-space models: ``DiTPipeline`` decodes through it unchanged."""
+
+    @register_to_config
+    def __init__(self, scaling_factor: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("_anchor", torch.zeros(1), persistent=False)  # gives the module a device/dtype
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple[torch.Tensor]:
+        return DecoderOutput(sample=z) if return_dict else (z,)
+
+
+
+def _diffusers_class(name: str, what: str) -> Any:
+    """A diffusers class by name that really is a ``what`` (scheduler or pipeline)."""
+    cls = getattr(diffusers, name, None) if name.isidentifier() else None
+    base = {"scheduler": diffusers.SchedulerMixin, "pipeline": diffusers.DiffusionPipeline}[what]
+    if cls is None or not isinstance(cls, type) or not issubclass(cls, base):
+        raise ModelError(f"{what} class {name!r} is not a diffusers {what} in diffusers {diffusers.__version__}; "
+                         f"use e.g. {'DPMSolverMultistepScheduler' if what == 'scheduler' else 'DiTPipeline'}")
+    return cls
+
+
+
+def build_transformer(profile: Profile, seed: int = 0) -> torch.nn.Module:
+    """The transformer architecture from the stored config, random weights seeded by ``seed``."""
+    cls: Any = getattr(diffusers, profile.transformer_class, None) if profile.transformer_class.isidentifier() else None
+    if not isinstance(cls, type) or not issubclass(cls, ModelMixin):
+        raise ModelError(f"profile {profile.name}: transformer class {profile.transformer_class!r} is not a diffusers "
+                         "model; use e.g. DiTTransformer2DModel or PixArtTransformer2DModel")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model: torch.nn.Module = cls.from_config(profile.transformer_config)  # type: ignore[attr-defined]
+        return model.eval()
+
+
+def build_scheduler(profile: Profile, name: str | None = None) -> Any:
+    """The profile's scheduler, or the diffusers scheduler class ``name``, from the stored config."""
+    cls = _diffusers_class(name or profile.scheduler, "scheduler")
+    return cls.from_config(profile.scheduler_config)
+
+def _build_vae(profile: Profile, seed: int) -> torch.nn.Module:
+    kind = profile.vae.get("kind", "identity")
+    if kind == "identity":
+        return PixelDecoder(scaling_factor=float(profile.vae.get("scaling_factor", 1.0)))
+    if kind == "autoencoder_kl":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            return diffusers.AutoencoderKL.from_config(profile.vae["config"]).eval()
+    raise ModelError(f"profile {profile.name}: vae.kind {kind!r} is unknown; use 'identity' or 'autoencoder_kl'")
+
+def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.dtype | None = None,
+                  scheduler: str | None = None, seed: int = 0) -> Any:
+    """A ready pipeline: shipped weights, cached pretrained weights, or (asked for) random ones."""
+    pipeline_cls = _diffusers_class(profile.pipeline, "pipeline")
+    extra = profile.adapter.pipeline_components()  # e.g. PixArt runs without its text encoder
+    if profile.weights is not None:
+        transformer = build_transformer(profile, seed)
+        transformer.load_state_dict(_load_shipped_weights(profile), strict=True)
+        pipe = pipeline_cls(transformer=transformer, vae=_build_vae(profile, seed), scheduler=build_scheduler(profile, scheduler),
+                            **extra)
+    elif random_weights or profile.pretrained is None:
+        pipe = pipeline_cls(
+            transformer=build_transformer(profile, seed),
+            vae=_build_vae(profile, seed),
+            scheduler=build_scheduler(profile, scheduler),
+            **extra,
+        )
+    else:
+        try:
+            with quieted("diffusers", level=logging.ERROR):
+                pipe = pipeline_cls.from_pretrained(profile.pretrained, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"weights of {profile.pretrained} are not in the local Hugging Face cache ({type(exc).__name__}); "
+                f"download them with `huggingface-cli download {profile.pretrained}` or pass --random-weights "
+                "to run the same architecture with random weights"
+            ) from None
+        pipe.scheduler = build_scheduler(profile, scheduler)
+    if dtype is not None and dtype != torch.float32:
+        with quieted("diffusers", level=logging.ERROR):  # "modules to keep in fp32: []" is noise here
+            pipe = pipe.to(dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+def _load_shipped_weights(profile: Profile) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    assert profile.weights is not None
+    path = profile.local_file(profile.weights)
+    if not path.exists():
+        raise ModelError(
+            f"weights file {path} of profile {profile.name} is missing; restore it from git or retrain with "
+            "`python scripts/train_tiny_dit.py`"
+        )
+    return load_file(str(path))
