@@ -17,24 +17,25 @@ if TYPE_CHECKING:
 def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Optional[str], out: Path,
               random_weights: bool, dtype: str, resolution: Optional[int] = None,
               prompt_embeds: Optional[Path] = None) -> None:
+    from autodelta.models import load_profile, parse_dtype
+    from autodelta.schedule import load_schedule
+
+    schedule = load_schedule(schedule_path)  # input errors first: they answer before torch loads
+    profile = load_profile(schedule.model)
+    _check_schedule_fits(schedule, profile, check_steps=False)  # apply runs the schedule's own T
+    requested = _labels(class_labels, list(profile.conditions[:2]) or [0])
+    out = ensure_writable_dir(out)
+    torch_dtype = parse_dtype(dtype)
+
     import torch
 
     from autodelta.generation import generate
     from autodelta.metrics import psnr_of_images
-    from autodelta.models import load_profile
-    from autodelta.pipelines import parse_dtype
     from autodelta.report import difference_heatmap, save_image_grid
     from autodelta.runtime import apply
-    from autodelta.schedule import load_schedule
 
-    schedule = load_schedule(schedule_path)
-    torch_dtype = parse_dtype(dtype)
-    out = ensure_writable_dir(out)
-    profile = load_profile(schedule.model)
-    _check_schedule_fits(schedule, profile, check_steps=False)  # apply runs the schedule's own T
     resolution, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
-    labels = profile.adapter.check_conditions(  # PixArt: prompt-embedding indices
-        _labels(class_labels, list(profile.conditions[:2]) or [0]), conditioning)
+    labels = profile.adapter.check_conditions(requested, conditioning)  # PixArt: prompt-embedding indices
     if random_weights and profile.pretrained:
         print(f"note: {profile.name} built with random weights: images are noise, timings and MACs are real")
     pipe = profile.load_pipeline(random_weights=random_weights, dtype=torch_dtype, scheduler=schedule.scheduler)
@@ -95,14 +96,14 @@ def run_profile(model: str, *, write: bool, random_weights: bool, dtype: str, ba
                 resolution: Optional[int] = None) -> None:
     import torch
 
-    from autodelta.models import load_profile
-    from autodelta.pipelines import parse_dtype
-    from autodelta.profiler import profile
+    from autodelta.models import load_profile, parse_dtype
 
     spec = load_profile(model)
     torch_dtype = parse_dtype(dtype)
     if batch < 1 or repeats < 1:
         raise AutodeltaError("--batch and --repeats must be at least 1")
+    from autodelta.profiler import profile
+
     if spec.weights is not None or (spec.pretrained and not random_weights):
         transformer = spec.load_pipeline(dtype=torch_dtype).transformer
     else:
@@ -187,15 +188,22 @@ def _print_and_save_comparison(label: str, metrics: dict[str, float], full: dict
 def run_evaluate(schedule_path: Path, *, calib: Optional[int], heldout: bool, metrics: Optional[str],
                  out: Path, random_weights: bool, resolution: Optional[int] = None,
                  prompt_embeds: Optional[Path] = None) -> None:
-    from autodelta.evaluation import EvaluatorFactory
+    from autodelta.calibration import item_set
+    from autodelta.metrics import get_metric
     from autodelta.models import load_profile
     from autodelta.schedule import load_schedule
 
-    schedule = load_schedule(schedule_path)
+    schedule = load_schedule(schedule_path)  # input errors first: they answer before torch loads
     profile = load_profile(schedule.model)
     _check_schedule_fits(schedule, profile)
-    _, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
+    item_set(profile, calib, heldout)
+    for name in _metric_names(metrics) or ():
+        get_metric(name)
     out = ensure_writable_dir(out)
+
+    from autodelta.evaluation import EvaluatorFactory
+
+    _, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
     _warn_random(profile, random_weights, conditioning)
     evaluator = EvaluatorFactory(schedule.model, random_weights, calib, heldout, _metric_names(metrics),
                                  resolution=resolution, prompt_embeds=_path_text(prompt_embeds))()
@@ -211,24 +219,27 @@ def run_evaluate(schedule_path: Path, *, calib: Optional[int], heldout: bool, me
 def run_evaluate_baseline(name: str, *, model: str, budget_text: str, calib: Optional[int], heldout: bool,
                           metrics: Optional[str], out: Path, random_weights: bool, resolution: Optional[int] = None,
                           prompt_embeds: Optional[Path] = None) -> None:
-    from autodelta.baselines import get_baseline
+    from autodelta.baselines import get_baseline, resolve_plan
     from autodelta.calibration import item_set
     from autodelta.cost import parse_budget
-    from autodelta.harness import Comparison
+    from autodelta.metrics import get_metric
     from autodelta.models import load_profile
 
-    baseline = get_baseline(name)
+    baseline = get_baseline(name)  # input errors first: they answer before torch loads
     budget = parse_budget(budget_text)
     profile = load_profile(model)
     cost = profile.require_cost()
     if baseline.kind == "schedule":  # unreachable budgets are refused before any generation
-        from autodelta.baselines import resolve_plan
-
         resolve_plan(name, cost, profile.steps, budget)
-    resolution, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
-    out = ensure_writable_dir(out)
-    _warn_random(profile, random_weights, conditioning)
     items = item_set(profile, calib, heldout)
+    for metric in _metric_names(metrics) or ():
+        get_metric(metric)
+    out = ensure_writable_dir(out)
+
+    from autodelta.harness import Comparison
+
+    resolution, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
+    _warn_random(profile, random_weights, conditioning)
     pipe = profile.load_pipeline(random_weights=random_weights)
     print(f"baseline {name}: {baseline.description}; budget {budget}; {len(items)} "
           f"{'held-out' if heldout else 'calibration'} items, generated one by one")
@@ -255,17 +266,14 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
                prompt_embeds: Optional[Path] = None) -> None:
     from autodelta.calibration import item_set
     from autodelta.cost import parse_budget
-    from autodelta.evaluation import EvaluatorFactory
     from autodelta.files import redact_url
     from autodelta.metrics import get_metric
     from autodelta.models import load_profile
     from autodelta.search import SearchSettings, check_budget_reachable, check_sampler, open_study
     from autodelta.search import run_search as search
-    from autodelta.search_outputs import write_outputs
     from autodelta.spaces import load_space
-    from autodelta.workers import WorkerPool
 
-    profile = load_profile(model)
+    profile = load_profile(model)  # input errors first: they answer before torch loads
     budget = parse_budget(budget_text)
     space = load_space(space_name, profile.steps, profile.num_blocks)
     get_metric(metric)
@@ -273,8 +281,15 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
     if trials < 1 or jobs < 1:
         raise AutodeltaError("--trials and --jobs must be at least 1")
     item_set(profile, calib, heldout=False)  # a bad --calib is refused before a study file exists
-    _, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
+    cost = profile.require_cost()
+    check_budget_reachable(space, cost, profile.steps, budget)
     out = ensure_writable_dir(out)
+
+    from autodelta.evaluation import EvaluatorFactory
+    from autodelta.search_outputs import write_outputs
+    from autodelta.workers import WorkerPool
+
+    _, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
     _warn_random(profile, random_weights, conditioning)
     settings = SearchSettings(
         budget=budget, space=space, metric=metric, trials=trials,
@@ -282,8 +297,6 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
         study_name=study or f"{profile.name}-{space.name}-{budget.text}", sampler=sampler, seed=seed,
         resume_any=resume_any, model=profile.name,
     )
-    cost = profile.require_cost()
-    check_budget_reachable(space, cost, profile.steps, budget)
     open_study(settings)  # refuses a bad storage URL or a study made for other settings, before any work
     factory = EvaluatorFactory(model, random_weights, calib, False, None, resolution=resolution,
                                prompt_embeds=_path_text(prompt_embeds))

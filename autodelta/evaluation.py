@@ -19,13 +19,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from autodelta.calibration import CalibrationSet, item_set
 from autodelta.cost import CostModel
 from autodelta.errors import AutodeltaError
+from autodelta.evaluator import Evaluation, Evaluator  # noqa: F401 - the interface, re-exported
 from autodelta.files import atomic_write
 from autodelta.models import Profile, load_profile
 from autodelta.runtime import apply
@@ -34,26 +35,6 @@ from autodelta.schedule import Schedule, Step, ranges_needed_after
 from autodelta.scoring import Scorer
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Evaluation:
-    """Quality and cost of one plan."""
-
-    metrics: dict[str, float]
-    macs: float
-    speedup: float
-    per_item: dict[str, list[float]] = field(default_factory=dict)
-
-
-class Evaluator(Protocol):
-    """What the search needs: a cost model and plan → :class:`Evaluation`."""
-
-    cost: CostModel
-    steps: int
-    num_blocks: int
-
-    def evaluate(self, plan: Sequence[Step]) -> Evaluation: ...
 
 
 # --- the evaluator ------------------------------------------------------------------------

@@ -13,13 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
 from autodelta.errors import AutodeltaError
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
 
 @dataclass(frozen=True)
@@ -32,6 +30,7 @@ class Metric:
 
 
 def _psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    import torch
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
     return torch.stack([
@@ -40,6 +39,7 @@ def _psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 def _ssim(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    import torch
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     side = min(images.shape[-2:])
@@ -56,6 +56,9 @@ def _mse(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 def average_gradient(images: torch.Tensor) -> torch.Tensor:
     """Mean Sobel gradient magnitude per image: how much outline an image has."""
+    import torch
+    import torch.nn.functional as F
+
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     kernel = torch.stack([kx, kx.T])[:, None].to(images)
     gray = images.mean(1, keepdim=True)
@@ -65,6 +68,8 @@ def average_gradient(images: torch.Tensor) -> torch.Tensor:
 
 def high_frequency_energy(images: torch.Tensor, cutoff: float = 0.25) -> torch.Tensor:
     """Share of DFT energy above ``cutoff`` × the Nyquist radius: how much detail an image has."""
+    import torch
+
     gray = images.mean(1)
     spectrum = torch.fft.fftshift(torch.fft.fft2(gray), dim=(-2, -1)).abs() ** 2
     h, w = gray.shape[-2:]
@@ -107,6 +112,8 @@ def get_metric(name: str) -> Metric:
 
 def aggregate(name: str, values: torch.Tensor) -> float:
     """One number per metric: PSNR averages the MSE first (so one identical item is not inf)."""
+    import torch
+
     if name == "psnr":
         finite = torch.isfinite(values)
         if not finite.any():
@@ -118,6 +125,8 @@ def aggregate(name: str, values: torch.Tensor) -> float:
 
 def psnr_of_images(images: np.ndarray, reference: np.ndarray) -> float:
     """PSNR in dB of ``[N, H, W, C]`` arrays in [0, 1] (pooled over the batch); ``inf`` when identical."""
+    import torch
+
     def to_nchw(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).permute(0, 3, 1, 2)
 

@@ -22,6 +22,24 @@ if TYPE_CHECKING:
 
     from autodelta.adapters.base import ModelAdapter
 
+_DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+           "fp16": "float16", "float16": "float16"}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """``fp32``/``bf16``/``fp16`` (or the long names) → ``torch.dtype``; checked before torch is imported."""
+    if name not in _DTYPES:
+        raise ModelError(f"dtype {name!r} is not supported; use one of fp32, bf16, fp16")
+    import torch
+
+    return getattr(torch, _DTYPES[name])
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+    return short.get(str(dtype).removeprefix("torch."), str(dtype))
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Seeds of the calibration items (the search scores on these) and of the held-out items."""

@@ -20,20 +20,6 @@ from autodelta.errors import ModelError
 from autodelta.logs import quieted
 from autodelta.models import Profile
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    try:
-        return _DTYPES[name]
-    except KeyError:
-        raise ModelError(f"dtype {name!r} is not supported; use one of fp32, bf16, fp16") from None
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
-
 
 class PixelDecoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
     """Identity "VAE" for pixel-space models: ``DiTPipeline`` decodes through it unchanged."""

@@ -26,7 +26,7 @@ from fvcore.nn.jit_handles import get_shape
 from tqdm.auto import tqdm
 
 from autodelta.logs import quieted
-from autodelta.pipelines import dtype_name
+from autodelta.models import dtype_name
 from autodelta.runtime import find_blocks
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from autodelta.cost import Budget, CostModel, paper_rule
 from autodelta.errors import AutodeltaError, BudgetError
-from autodelta.evaluation import Evaluation, Evaluator
+from autodelta.evaluator import Evaluation, Evaluator
 from autodelta.files import redact_text, redact_url
 from autodelta.logs import quieted
 from autodelta.metrics import get_metric

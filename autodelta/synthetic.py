@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from autodelta.cost import CostModel
-from autodelta.evaluation import Evaluation
+from autodelta.evaluator import Evaluation
 from autodelta.schedule import Step
 
 

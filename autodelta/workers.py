@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from autodelta.evaluation import Evaluator
+from autodelta.evaluator import Evaluator
 from autodelta.search import Objective, SearchSettings, open_study, optimize_until
 
 

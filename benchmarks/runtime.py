@@ -24,8 +24,7 @@ import torch
 import autodelta
 from autodelta.cost import paper_rule, parse_budget
 from autodelta.generation import generate
-from autodelta.models import load_profile
-from autodelta.pipelines import parse_dtype
+from autodelta.models import load_profile, parse_dtype
 from autodelta.schedule import Schedule
 
 
