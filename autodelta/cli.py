@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -12,15 +12,28 @@ from autodelta.errors import AutodeltaError
 from autodelta.logs import configure_cli_logging
 
 # Options shared by several commands, defined once.
-_MODEL = typer.Option("tiny-dit", help="Profile name or path to a profile YAML.")
+_MODEL = typer.Option("tiny-dit", help="Profile name, profile YAML, diffusers pipeline folder, or hub id in the local cache.")
+_MODEL_OVERRIDE = typer.Option(None, "--model", help="The model to run the schedule on (default: the one it names).")
 _RANDOM_WEIGHTS = typer.Option(False, "--random-weights", help="Build the architecture with random weights.")
 _BUDGET = typer.Option("1.6x", help="Speed budget: '1.6x' or '62.5%'.")
 _RESOLUTION = typer.Option(None, help="Image side in pixels (PixArt; default: the profile's).")
 _PROMPT_EMBEDS = typer.Option(None, "--prompt-embeds",
                               help="safetensors file of prompt embeddings (PixArt; default: the profile's).")
+_DEVICE = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps.")
+_DTYPE = typer.Option("auto", help="auto (fp32 on CPU, the model's fp16/bf16 on a GPU), fp32, fp16 or bf16.")
+_BATCH_SIZE = typer.Option(None, "--batch-size", help="Items generated at once (default: all; halved if a GPU runs "
+                                                      "out of memory). Images do not depend on it.")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Automatic Δ-DiT cache schedules for Diffusion Transformers.")
+
+
+def _options(model: Optional[str], random_weights: bool, device: str, dtype: str, resolution: Optional[int],
+             prompt_embeds: Optional[Path], batch_size: Optional[int] = None) -> Any:
+    from autodelta.commands import ModelOptions
+
+    return ModelOptions(model=model, random_weights=random_weights, device=device, dtype=dtype,
+                        resolution=resolution, prompt_embeds=prompt_embeds, batch_size=batch_size)
 
 
 @app.command("apply")
@@ -31,16 +44,19 @@ def apply_cmd(
     class_labels: Optional[str] = typer.Option(None, "--class-labels",
                                                help="Comma-separated class ids (PixArt: prompt-embedding indices)."),
     out: Path = typer.Option(Path("out/apply"), help="Folder for the images."),
+    model: Optional[str] = _MODEL_OVERRIDE,
     random_weights: bool = _RANDOM_WEIGHTS,
-    dtype: str = typer.Option("fp32", help="fp32, bf16 or fp16."),
+    device: str = _DEVICE,
+    dtype: str = _DTYPE,
+    compile: bool = typer.Option(False, "--compile", help="torch.compile each block (hooks stay outside the graphs)."),
     resolution: Optional[int] = _RESOLUTION,
     prompt_embeds: Optional[Path] = _PROMPT_EMBEDS,
 ) -> None:
     """Generate with a schedule; with --compare, also with full compute, and report speed-up and PSNR."""
     from autodelta.commands import run_apply
 
-    run_apply(schedule_path, compare=compare, seed=seed, class_labels=class_labels, out=out,
-              random_weights=random_weights, dtype=dtype, resolution=resolution, prompt_embeds=prompt_embeds)
+    run_apply(schedule_path, _options(model, random_weights, device, dtype, resolution, prompt_embeds),
+              compare=compare, seed=seed, class_labels=class_labels, out=out, compile=compile)
 
 
 @app.command("show")
@@ -57,9 +73,11 @@ def show_cmd(
 @app.command("profile")
 def profile_cmd(
     model: str = _MODEL,
-    write: bool = typer.Option(False, "--write", help="Store the measured cost in the profile file."),
+    write: bool = typer.Option(False, "--write", help="Store the measured cost in the profile file (or in --out)."),
+    out: Optional[Path] = typer.Option(None, help="Write the whole profile here (a folder model's profile, say)."),
     random_weights: bool = _RANDOM_WEIGHTS,
-    dtype: str = typer.Option("fp32", help="Dtype for the latency measurement."),
+    device: str = _DEVICE,
+    dtype: str = _DTYPE,
     batch: int = typer.Option(2, help="Batch size for the latency measurement (2 = one image with CFG)."),
     repeats: int = typer.Option(3, help="Timed repeats (median) after one warm-up call."),
     resolution: Optional[int] = _RESOLUTION,
@@ -67,8 +85,8 @@ def profile_cmd(
     """Measure per-block MACs (fvcore, attention counted) and latency of a model."""
     from autodelta.commands import run_profile
 
-    run_profile(model, write=write, random_weights=random_weights, dtype=dtype, batch=batch, repeats=repeats,
-                resolution=resolution)
+    run_profile(model, _options(None, random_weights, device, dtype, resolution, None), write=write or out is not None,
+                out=out, batch=batch, repeats=repeats)
 
 
 @app.command("rule")
@@ -91,12 +109,15 @@ def evaluate_cmd(
     baseline: Optional[str] = typer.Option(None, help="Score a caching baseline instead: paper, fora, deepcache, "
                                                       "fbcache or dbcache, set to --budget."),
     budget: str = _BUDGET,
-    model: str = _MODEL,
+    model: Optional[str] = typer.Option(None, help="The model (default: the schedule's; tiny-dit for --baseline)."),
     calib: Optional[int] = typer.Option(None, help="Calibration items (conditions x seeds); default: all."),
     heldout: bool = typer.Option(False, "--heldout", help="Use the held-out seeds instead of the calibration ones."),
     metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names; default: all available."),
     out: Path = typer.Option(Path("out/evaluate"), help="Folder for the image grid."),
     random_weights: bool = _RANDOM_WEIGHTS,
+    device: str = _DEVICE,
+    dtype: str = _DTYPE,
+    batch_size: Optional[int] = _BATCH_SIZE,
     resolution: Optional[int] = _RESOLUTION,
     prompt_embeds: Optional[Path] = _PROMPT_EMBEDS,
 ) -> None:
@@ -106,14 +127,13 @@ def evaluate_cmd(
     if (schedule_path is None) == (baseline is None):
         raise AutodeltaError("give either a schedule file or --baseline NAME (not both), e.g. "
                              "`autodelta evaluate --baseline fora --budget 1.6x`")
+    options = _options(model, random_weights, device, dtype, resolution, prompt_embeds, batch_size)
     if baseline is not None:
-        run_evaluate_baseline(baseline, model=model, budget_text=budget, calib=calib, heldout=heldout,
-                              metrics=metrics, out=out, random_weights=random_weights, resolution=resolution,
-                              prompt_embeds=prompt_embeds)
+        run_evaluate_baseline(baseline, options, budget_text=budget, calib=calib, heldout=heldout, metrics=metrics,
+                              out=out)
     else:
         assert schedule_path is not None
-        run_evaluate(schedule_path, calib=calib, heldout=heldout, metrics=metrics, out=out,
-                     random_weights=random_weights, resolution=resolution, prompt_embeds=prompt_embeds)
+        run_evaluate(schedule_path, options, calib=calib, heldout=heldout, metrics=metrics, out=out)
 
 
 @app.command("search")
@@ -126,11 +146,15 @@ def search_cmd(
     calib: Optional[int] = typer.Option(None, help="Calibration items; default: all the profile defines."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL; default: SQLite in --out."),
     study: Optional[str] = typer.Option(None, help="Study name; default: MODEL-SPACE-BUDGET."),
-    jobs: int = typer.Option(1, help="Worker processes on the same study."),
+    jobs: int = typer.Option(1, help="Worker processes on the same study (on a multi-GPU machine, one per GPU)."),
+    devices: Optional[str] = typer.Option(None, help="Devices for the workers in turn, e.g. cuda:0,cuda:2."),
     out: Path = typer.Option(Path("out/search"), help="Folder for the study and the outputs."),
     seed: int = typer.Option(0, help="Sampler seed."),
     sampler: str = typer.Option("tpe", help="tpe, nsga2 or random."),
     random_weights: bool = _RANDOM_WEIGHTS,
+    device: str = _DEVICE,
+    dtype: str = _DTYPE,
+    batch_size: Optional[int] = _BATCH_SIZE,
     resume_any: bool = typer.Option(False, "--resume-any", help="Continue a study made with other settings."),
     resolution: Optional[int] = _RESOLUTION,
     prompt_embeds: Optional[Path] = _PROMPT_EMBEDS,
@@ -138,9 +162,9 @@ def search_cmd(
     """Search the Pareto set of quality vs MACs and write the best schedule within the budget."""
     from autodelta.commands import run_search
 
-    run_search(model, budget_text=budget, trials=trials, space_name=space, metric=metric, calib=calib,
-               storage=storage, study=study, jobs=jobs, out=out, seed=seed, random_weights=random_weights,
-               resume_any=resume_any, sampler=sampler, resolution=resolution, prompt_embeds=prompt_embeds)
+    run_search(_options(model, random_weights, device, dtype, resolution, prompt_embeds, batch_size),
+               budget_text=budget, trials=trials, space_name=space, metric=metric, calib=calib, storage=storage,
+               study=study, jobs=jobs, out=out, seed=seed, resume_any=resume_any, sampler=sampler, devices=devices)
 
 
 def _click_error(exc: BaseException) -> tuple[str, int] | None:

@@ -1,7 +1,12 @@
-"""What each CLI command does, in terms of the library modules (cli.py only parses)."""
+"""What each CLI command does, in terms of the library modules (cli.py only parses).
+
+Each command checks its inputs first, with light modules only, so a mistake answers in
+a fraction of a second; torch and diffusers are imported after that.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -9,47 +14,103 @@ from autodelta.errors import AutodeltaError, ScheduleError
 from autodelta.files import ensure_writable_dir
 
 if TYPE_CHECKING:
-    from autodelta.cost import CostModel
+    from autodelta.devices import Placement
     from autodelta.models import Profile
     from autodelta.schedule import Schedule
 
 
-def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Optional[str], out: Path,
-              random_weights: bool, dtype: str, resolution: Optional[int] = None,
-              prompt_embeds: Optional[Path] = None) -> None:
-    from autodelta.models import load_profile, parse_dtype
+@dataclass(frozen=True)
+class ModelOptions:
+    """The options every model-running command shares."""
+
+    model: Optional[str] = None  # profile name, profile YAML, pipeline folder or cached hub id
+    random_weights: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    resolution: Optional[int] = None
+    prompt_embeds: Optional[Path] = None
+    batch_size: Optional[int] = None
+
+    def check(self) -> None:
+        from autodelta.devices import check_names
+
+        check_names(self.device, self.dtype)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise AutodeltaError(f"--batch-size {self.batch_size} must be at least 1")
+
+    def placement(self, profile: Profile) -> Placement:
+        from autodelta.devices import resolve
+
+        return resolve(self.device, self.dtype, profile.gpu_dtype)
+
+
+def _load_for_schedule(schedule: Schedule, override: Optional[str]) -> Profile:
+    """The model a schedule was made for: ``--model`` if given, else its recorded profile or source."""
+    from autodelta.errors import ModelError
+    from autodelta.models import load_profile
+
+    if override is not None:
+        return load_profile(override)
+    try:
+        return load_profile(schedule.model)
+    except ModelError:
+        if schedule.source and Path(schedule.source).exists():
+            return load_profile(schedule.source)
+        where = f" (made from {schedule.source})" if schedule.source else ""
+        raise ModelError(f"unknown model {schedule.model!r}{where}; pass --model with its profile YAML, pipeline "
+                         "folder or hub id") from None
+
+
+def run_apply(schedule_path: Path, options: ModelOptions, *, compare: bool, seed: int, class_labels: Optional[str],
+              out: Path, compile: bool = False) -> None:
     from autodelta.schedule import load_schedule
 
+    options.check()
     schedule = load_schedule(schedule_path)  # input errors first: they answer before torch loads
-    profile = load_profile(schedule.model)
+    profile = _load_for_schedule(schedule, options.model)
     _check_schedule_fits(schedule, profile, check_steps=False)  # apply runs the schedule's own T
     requested = _labels(class_labels, list(profile.conditions[:2]) or [0])
     out = ensure_writable_dir(out)
-    torch_dtype = parse_dtype(dtype)
+    placement = options.placement(profile)
 
     import torch
 
+    from autodelta.devices import peak_memory_bytes, reset_peak_memory
     from autodelta.generation import generate
     from autodelta.metrics import psnr_of_images
     from autodelta.report import difference_heatmap, save_image_grid
     from autodelta.runtime import apply
 
-    resolution, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
+    resolution, conditioning = _prepare_inputs(profile, options)
     labels = profile.adapter.check_conditions(requested, conditioning)  # PixArt: prompt-embedding indices
-    if random_weights and profile.pretrained:
+    if options.random_weights and profile.pretrained:
         print(f"note: {profile.name} built with random weights: images are noise, timings and MACs are real")
-    pipe = profile.load_pipeline(random_weights=random_weights, dtype=torch_dtype, scheduler=schedule.scheduler)
+    pipe = profile.load_pipeline(random_weights=options.random_weights, dtype=placement.torch_dtype(),
+                                 scheduler=schedule.scheduler, device=placement.device)
     guidance = schedule.guidance_scale if schedule.guidance_scale is not None else profile.guidance_scale
-    cost = profile.cost_model() or _measured_cost(profile)
-    with torch.no_grad():  # warm-up: first calls pay one-off allocation costs
-        pipe.transformer(**profile.example_inputs(batch=profile.cfg_factor * len(labels), dtype=torch_dtype,
-                                                  resolution=resolution), return_dict=False)
-    full = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning) if compare else None
-    with apply(pipe, schedule, cost=cost) as handle:
+    cost = profile.require_cost()
+    warm = _to(profile.example_inputs(batch=profile.cfg_factor * len(labels), dtype=placement.torch_dtype(),
+                                      resolution=resolution), placement.device)
+    full = None
+    if compare:
+        with torch.no_grad():  # warm-up: first calls pay one-off allocation costs
+            pipe.transformer(**warm, return_dict=False)
+        full = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
+    reset_peak_memory(placement.device)
+    with apply(pipe, schedule, cost=cost, compile=compile) as handle:
+        pipe.scheduler.set_timesteps(schedule.steps)  # the warm-up call is step 0 of a generation of T steps
+        with torch.no_grad():  # warm-up (and, with --compile, the one compilation) outside the timing
+            pipe.transformer(**warm, return_dict=False)
+        handle.reset()
+        handle.reset_stats()
         cached = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
     save_image_grid([("schedule", cached.images)], out / "schedule.png")
-    print(f"schedule: {schedule_path} ({schedule.model}, T={schedule.steps}, {schedule.full_steps} full steps)")
+    print(f"schedule: {schedule_path} ({profile.name}, T={schedule.steps}, {schedule.full_steps} full steps) "
+          f"on {placement}{', blocks compiled' if compile else ''}")
     print(f"runtime:  {handle.stats}")
+    peak = peak_memory_bytes(placement.device)
+    if peak is not None:
+        print(f"peak GPU memory:     {peak / 2**30:.2f} GiB")
     print(f"MACs speed-up:       {cost.speedup(schedule.plan):.3f}x")
     if full is not None:
         wall_tr = full.transformer_s / cached.transformer_s
@@ -66,13 +127,18 @@ def run_apply(schedule_path: Path, *, compare: bool, seed: int, class_labels: Op
     print(f"wrote {out / 'schedule.png'}")
 
 
-def _measured_cost(profile: Profile) -> CostModel:
-    """Cost of a profile that has no stored cost section: count MACs now (no latency)."""
-    from autodelta.cost import CostModel
-    from autodelta.profiler import profile_macs
+def _to(inputs: dict[str, Any], device: str) -> dict[str, Any]:
+    """Transformer inputs on ``device`` (nested dicts such as PixArt's ``added_cond_kwargs`` too)."""
+    import torch
 
-    measured = profile_macs(profile.build_transformer(), profile.example_inputs(batch=1))
-    return CostModel(tuple(measured.blocks_macs), measured.pre_macs, measured.post_macs, cfg_factor=profile.cfg_factor)
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return {k: move(v) for k, v in inputs.items()}
 
 
 def run_show(schedule_path: Path, png: Optional[Path]) -> None:
@@ -92,36 +158,42 @@ def run_show(schedule_path: Path, png: Optional[Path]) -> None:
         print(f"wrote {png}")
 
 
-def run_profile(model: str, *, write: bool, random_weights: bool, dtype: str, batch: int, repeats: int,
-                resolution: Optional[int] = None) -> None:
-    import torch
+def run_profile(model: str, options: ModelOptions, *, write: bool, out: Optional[Path], batch: int,
+                repeats: int) -> None:
+    from autodelta.models import load_profile
 
-    from autodelta.models import load_profile, parse_dtype
-
+    options.check()
     spec = load_profile(model)
-    torch_dtype = parse_dtype(dtype)
     if batch < 1 or repeats < 1:
         raise AutodeltaError("--batch and --repeats must be at least 1")
+    if write and out is None and spec.source is not None:
+        raise AutodeltaError(f"{spec.name} was read from a pipeline folder, not a profile file; pass --out my.yaml "
+                             "to write its profile")
+    placement = options.placement(spec)
+
+    import torch
+
     from autodelta.profiler import profile
 
-    if spec.weights is not None or (spec.pretrained and not random_weights):
-        transformer = spec.load_pipeline(dtype=torch_dtype).transformer
+    resolution = spec.check_resolution(options.resolution)
+    if spec.weights is not None or (spec.pretrained and not options.random_weights):
+        transformer = spec.load_pipeline(dtype=placement.torch_dtype(), device=placement.device).transformer
     else:
-        transformer = spec.build_transformer()
-        transformer = transformer if torch_dtype == torch.float32 else transformer.to(torch_dtype)
-    resolution = spec.check_resolution(resolution)
-    inputs = spec.example_inputs(batch=batch, dtype=torch_dtype, resolution=resolution)
+        transformer = spec.build_transformer().to(device=placement.device, dtype=placement.torch_dtype())
+    inputs = _to(spec.example_inputs(batch=batch, dtype=placement.torch_dtype(), resolution=resolution),
+                 placement.device)
     result = profile(transformer, inputs, spec.blocks_attr, repeats=repeats, progress=True, resolution=resolution)
     blocks = result.blocks_macs
     print(f"{spec.name} at {resolution} px: {result.total_macs / 1e9:.3f} GMACs per sample per call "
           f"(pre {result.pre_macs / 1e9:.4f}, blocks {sum(blocks) / 1e9:.3f} = {len(blocks)} x "
           f"{min(blocks) / 1e9:.4f}..{max(blocks) / 1e9:.4f}, post {result.post_macs / 1e9:.4f})")
     share = sum(result.blocks_ms or []) / (result.call_ms or 1.0)
-    print(f"latency: {result.call_ms:.1f} ms per call at batch {batch} {dtype} on {torch.get_num_threads()} threads; "
+    where = placement.device if placement.device != "cpu" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"latency: {result.call_ms:.1f} ms per call at batch {batch} {placement.dtype} on {where}; "
           f"blocks {share:.1%} of it, median block {sorted(result.blocks_ms or [0])[len(blocks) // 2]:.2f} ms")
     if write:
-        spec.write_cost(result.as_dict())
-        print(f"wrote cost to {spec.path}")
+        target = spec.write_cost(result.as_dict(), out)
+        print(f"wrote the profile to {target}")
 
 
 def run_rule(model: str, budget_text: str, steps: Optional[int], out: Path) -> None:
@@ -137,8 +209,8 @@ def run_rule(model: str, budget_text: str, steps: Optional[int], out: Path) -> N
     plan = params.plan(steps, spec.num_blocks)
     _, boundary_note = paper_boundary(steps)
     schedule = Schedule(
-        model=spec.name, pretrained=spec.pretrained, num_blocks=spec.num_blocks, scheduler=spec.scheduler,
-        steps=steps, guidance_scale=spec.guidance_scale, plan=plan,
+        model=spec.name, pretrained=spec.pretrained_id, num_blocks=spec.num_blocks, scheduler=spec.scheduler,
+        steps=steps, guidance_scale=spec.guidance_scale, plan=plan, source=None if spec.origin == spec.name else spec.shareable_origin,
         params={**params.as_dict(), "source": f"paper rule at budget {budget}", "boundary_rule": boundary_note},
         cost=cost.summary(plan), provenance={"study": None, "trial": None},
     )
@@ -165,9 +237,18 @@ def _warn_random(profile: Profile, random_weights: bool, conditioning: Any) -> N
         print(f"conditions: prompt embeddings from {conditioning.source}")
 
 
-def _prepare_inputs(profile: Profile, resolution: Optional[int], prompt_embeds: Optional[Path]) -> tuple[int, Any]:
+def _prepare_inputs(profile: Profile, options: ModelOptions) -> tuple[int, Any]:
     """The resolution and conditioning to run with; a bad one is refused before any model is built."""
-    return profile.check_resolution(resolution), profile.adapter.conditioning(prompt_embeds)
+    return profile.check_resolution(options.resolution), profile.adapter.conditioning(options.prompt_embeds)
+
+
+def _factory(profile: Profile, options: ModelOptions, placement: Placement, calib: Optional[int], heldout: bool,
+             metrics: Optional[tuple[str, ...]] = None) -> Any:
+    from autodelta.evaluation import EvaluatorFactory
+
+    return EvaluatorFactory(profile.origin or profile.name, options.random_weights, calib, heldout, metrics,
+                            resolution=options.resolution, prompt_embeds=_path_text(options.prompt_embeds),
+                            device=placement.device, dtype=placement.dtype, batch_size=options.batch_size)
 
 
 def _print_and_save_comparison(label: str, metrics: dict[str, float], full: dict[str, float], images: Any,
@@ -185,49 +266,46 @@ def _print_and_save_comparison(label: str, metrics: dict[str, float], full: dict
     print(f"wrote {out / 'evaluate.png'}")
 
 
-def run_evaluate(schedule_path: Path, *, calib: Optional[int], heldout: bool, metrics: Optional[str],
-                 out: Path, random_weights: bool, resolution: Optional[int] = None,
-                 prompt_embeds: Optional[Path] = None) -> None:
+def run_evaluate(schedule_path: Path, options: ModelOptions, *, calib: Optional[int], heldout: bool,
+                 metrics: Optional[str], out: Path) -> None:
     from autodelta.calibration import item_set
     from autodelta.metrics import get_metric
-    from autodelta.models import load_profile
     from autodelta.schedule import load_schedule
 
+    options.check()
     schedule = load_schedule(schedule_path)  # input errors first: they answer before torch loads
-    profile = load_profile(schedule.model)
+    profile = _load_for_schedule(schedule, options.model)
     _check_schedule_fits(schedule, profile)
     item_set(profile, calib, heldout)
     for name in _metric_names(metrics) or ():
         get_metric(name)
     out = ensure_writable_dir(out)
+    placement = options.placement(profile)
 
-    from autodelta.evaluation import EvaluatorFactory
-
-    _, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
-    _warn_random(profile, random_weights, conditioning)
-    evaluator = EvaluatorFactory(schedule.model, random_weights, calib, heldout, _metric_names(metrics),
-                                 resolution=resolution, prompt_embeds=_path_text(prompt_embeds))()
+    _, conditioning = _prepare_inputs(profile, options)
+    _warn_random(profile, options.random_weights, conditioning)
+    evaluator = _factory(profile, options, placement, calib, heldout, _metric_names(metrics))()
     result = evaluator.evaluate(schedule.plan)
     full = evaluator.score([None] * schedule.steps, evaluator.reference)
     which = "held-out" if heldout else "calibration"
-    print(f"{schedule_path}: {schedule.model}, {len(evaluator.calibration)} {which} items, "
+    print(f"{schedule_path}: {profile.name}, {len(evaluator.calibration)} {which} items on {placement}, "
           f"{result.speedup:.3f}x MACs speed-up")
-    _print_and_save_comparison("schedule", result.metrics, full.metrics, evaluator.generate(schedule.plan),
-                               evaluator.reference, out)
+    _print_and_save_comparison("schedule", result.metrics, full.metrics, evaluator.generate(schedule.plan).cpu(),
+                               evaluator.reference.cpu(), out)
 
 
-def run_evaluate_baseline(name: str, *, model: str, budget_text: str, calib: Optional[int], heldout: bool,
-                          metrics: Optional[str], out: Path, random_weights: bool, resolution: Optional[int] = None,
-                          prompt_embeds: Optional[Path] = None) -> None:
+def run_evaluate_baseline(name: str, options: ModelOptions, *, budget_text: str, calib: Optional[int],
+                          heldout: bool, metrics: Optional[str], out: Path) -> None:
     from autodelta.baselines import get_baseline, resolve_plan
     from autodelta.calibration import item_set
     from autodelta.cost import parse_budget
     from autodelta.metrics import get_metric
     from autodelta.models import load_profile
 
+    options.check()
     baseline = get_baseline(name)  # input errors first: they answer before torch loads
     budget = parse_budget(budget_text)
-    profile = load_profile(model)
+    profile = load_profile(options.model or "tiny-dit")
     cost = profile.require_cost()
     if baseline.kind == "schedule":  # unreachable budgets are refused before any generation
         resolve_plan(name, cost, profile.steps, budget)
@@ -235,14 +313,16 @@ def run_evaluate_baseline(name: str, *, model: str, budget_text: str, calib: Opt
     for metric in _metric_names(metrics) or ():
         get_metric(metric)
     out = ensure_writable_dir(out)
+    placement = options.placement(profile)
 
     from autodelta.harness import Comparison
 
-    resolution, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
-    _warn_random(profile, random_weights, conditioning)
-    pipe = profile.load_pipeline(random_weights=random_weights)
+    resolution, conditioning = _prepare_inputs(profile, options)
+    _warn_random(profile, options.random_weights, conditioning)
+    pipe = profile.load_pipeline(random_weights=options.random_weights, dtype=placement.torch_dtype(),
+                                 device=placement.device)
     print(f"baseline {name}: {baseline.description}; budget {budget}; {len(items)} "
-          f"{'held-out' if heldout else 'calibration'} items, generated one by one")
+          f"{'held-out' if heldout else 'calibration'} items on {placement}, generated one by one")
     comparison = Comparison(profile, pipe, items, cost, _metric_names(metrics), resolution, conditioning,
                             progress=True)
     result, full = comparison.baseline(name, budget), comparison.full()
@@ -260,10 +340,9 @@ def _check_schedule_fits(schedule: Schedule, profile: Profile, check_steps: bool
                             f"{schedule.steps}; use a schedule made for {profile.steps} steps")
 
 
-def run_search(model: str, *, budget_text: str, trials: int, space_name: str, metric: str, calib: Optional[int],
-               storage: Optional[str], study: Optional[str], jobs: int, out: Path, seed: int, random_weights: bool,
-               resume_any: bool, sampler: str, resolution: Optional[int] = None,
-               prompt_embeds: Optional[Path] = None) -> None:
+def run_search(options: ModelOptions, *, budget_text: str, trials: int, space_name: str, metric: str,
+               calib: Optional[int], storage: Optional[str], study: Optional[str], jobs: int, out: Path, seed: int,
+               resume_any: bool, sampler: str, devices: Optional[str] = None) -> None:
     from autodelta.calibration import item_set
     from autodelta.cost import parse_budget
     from autodelta.files import redact_url
@@ -273,7 +352,8 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
     from autodelta.search import run_search as search
     from autodelta.spaces import load_space
 
-    profile = load_profile(model)  # input errors first: they answer before torch loads
+    options.check()
+    profile = load_profile(options.model or "tiny-dit")  # input errors first: they answer before torch loads
     budget = parse_budget(budget_text)
     space = load_space(space_name, profile.steps, profile.num_blocks)
     get_metric(metric)
@@ -281,16 +361,19 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
     if trials < 1 or jobs < 1:
         raise AutodeltaError("--trials and --jobs must be at least 1")
     item_set(profile, calib, heldout=False)  # a bad --calib is refused before a study file exists
+    device_list = _device_list(devices, options, jobs)
+    out = ensure_writable_dir(out)
     cost = profile.require_cost()
     check_budget_reachable(space, cost, profile.steps, budget)
-    out = ensure_writable_dir(out)
 
-    from autodelta.evaluation import EvaluatorFactory
+    from dataclasses import replace
+
     from autodelta.search_outputs import write_outputs
     from autodelta.workers import WorkerPool
 
-    _, conditioning = _prepare_inputs(profile, resolution, prompt_embeds)
-    _warn_random(profile, random_weights, conditioning)
+    placements = [replace(options, device=d).placement(profile) for d in device_list]
+    _, conditioning = _prepare_inputs(profile, options)
+    _warn_random(profile, options.random_weights, conditioning)
     settings = SearchSettings(
         budget=budget, space=space, metric=metric, trials=trials,
         storage=storage or f"sqlite:///{(out / 'study.db').resolve()}",
@@ -298,22 +381,41 @@ def run_search(model: str, *, budget_text: str, trials: int, space_name: str, me
         resume_any=resume_any, model=profile.name,
     )
     open_study(settings)  # refuses a bad storage URL or a study made for other settings, before any work
-    factory = EvaluatorFactory(model, random_weights, calib, False, None, resolution=resolution,
-                               prompt_embeds=_path_text(prompt_embeds))
+    factory = _factory(profile, options, placements[0], calib, False)
     print(f"search: {profile.name}, budget {budget}, space {space.name} ({space.family}), metric {metric}, "
-          f"{trials} trials, storage {redact_url(settings.storage or '')}, study {settings.study_name}")
+          f"{trials} trials, storage {redact_url(settings.storage or '')}, study {settings.study_name}, "
+          f"on {', '.join(str(p) for p in placements[:jobs])}")
     evaluator = factory()
     print(f"reference: {len(evaluator.calibration)} calibration items, full compute, cached in {factory.cache_dir}")
-    workers = WorkerPool(jobs - 1, factory, settings) if jobs > 1 else None
+    worker_factories = [replace(factory, device=placements[(i + 1) % len(placements)].device) for i in range(jobs - 1)]
+    workers = WorkerPool(worker_factories, settings) if jobs > 1 else None
     outcome = search(evaluator, settings, progress=True, workers=workers)
-    heldout = EvaluatorFactory(model, random_weights, calib, True, None, resolution=resolution,
-                               prompt_embeds=_path_text(prompt_embeds))
+    heldout = replace(factory, heldout=True)
     figures = write_outputs(outcome, settings, evaluator, heldout, profile, out)
     for line in figures["summary"]:
         print(line)
     if outcome.interrupted:
         print(f"interrupted: the study keeps its {len(outcome.records)} completed trials; run the same command to resume")
         raise SystemExit(130)
+
+
+def _device_list(devices: Optional[str], options: ModelOptions, jobs: int) -> list[str]:
+    """One device per worker: ``--devices a,b`` in turn, else ``cuda:i`` for worker i on a CUDA machine."""
+    from autodelta.devices import check_names
+
+    if devices:
+        names = [d.strip() for d in devices.split(",") if d.strip()]
+        for name in names:
+            check_names(name, options.dtype)
+        if not names:
+            raise AutodeltaError("--devices is empty; give e.g. cuda:0,cuda:1")
+        return names
+    if jobs > 1 and options.device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+            return [f"cuda:{i % torch.cuda.device_count()}" for i in range(jobs)]
+    return [options.device]
 
 
 def _metric_names(text: Optional[str]) -> Optional[tuple[str, ...]]:

@@ -30,7 +30,7 @@ from autodelta.evaluator import Evaluation, Evaluator  # noqa: F401 - the interf
 from autodelta.files import atomic_write
 from autodelta.models import Profile, load_profile
 from autodelta.runtime import apply
-from autodelta.sampling import SamplerState
+from autodelta.sampling import SamplerState, StepSampler
 from autodelta.schedule import Schedule, Step, ranges_needed_after
 from autodelta.scoring import Scorer
 
@@ -74,15 +74,17 @@ class DiffusionEvaluator:
     def __init__(self, profile: Profile, pipe: Any, calibration: CalibrationSet, cost: CostModel | None = None,
                  metrics: Sequence[str] | None = None, cache_dir: str | os.PathLike[str] | None = None,
                  weights_id: str | None = None, prefix_reuse: bool = True, cache_bytes: int = 512 * 2**20,
-                 resolution: int | None = None, conditioning: Any = None) -> None:
+                 resolution: int | None = None, conditioning: Any = None, batch_size: int | None = None) -> None:
         self.profile, self.pipe, self.calibration = profile, pipe, calibration
         self.steps, self.num_blocks = profile.steps, profile.num_blocks
         self.cost = cost or profile.require_cost()
         self.scorer = Scorer(profile, metrics)
         self.conditioning = conditioning if conditioning is not None else profile.adapter.conditioning()
         self.resolution = resolution or profile.resolution
-        self.sampler = profile.adapter.sampler(pipe, calibration.labels, calibration.seeds, self.resolution,
-                                               self.conditioning)
+        if batch_size is not None and batch_size < 1:
+            raise AutodeltaError(f"--batch-size {batch_size} must be at least 1")
+        self.batch_size = min(batch_size or len(calibration), len(calibration))
+        self.samplers = self._make_samplers()
         self.prefix_reuse = prefix_reuse
         self.prefix = _PrefixCache(cache_bytes if prefix_reuse else 0)
         self.blocks_computed = 0
@@ -91,13 +93,24 @@ class DiffusionEvaluator:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.reference = self._load_or_generate_reference()
 
+    def _make_samplers(self) -> list[StepSampler]:
+        """One sampler per batch of items; each item keeps its own noise, so batching changes no image."""
+        labels, seeds, size = self.calibration.labels, self.calibration.seeds, self.batch_size
+        return [self.profile.adapter.sampler(self.pipe, labels[i : i + size], seeds[i : i + size], self.resolution,
+                                             self.conditioning) for i in range(0, len(labels), size)]
+
+    @property
+    def sampler(self) -> StepSampler:
+        return self.samplers[0]
+
     # reference ------------------------------------------------------------------------
     def reference_key(self) -> dict[str, Any]:
         return {
             "model": self.profile.name, "weights": self.weights_id, "scheduler": type(self.pipe.scheduler).__name__,
             "steps": self.steps, "guidance_scale": self.profile.guidance_scale,
             "labels": list(self.calibration.labels), "seeds": list(self.calibration.seeds),
-            "dtype": str(self.pipe.transformer.dtype), "resolution": self.resolution,
+            "dtype": str(self.pipe.transformer.dtype), "device": self.pipe.transformer.device.type,
+            "batch_size": self.batch_size, "resolution": self.resolution,
             "conditions_source": self.profile.adapter.conditioning_id(self.conditioning),
         }
 
@@ -137,7 +150,8 @@ class DiffusionEvaluator:
     def _image_shape(self) -> tuple[int, ...]:
         """``[N, C, H, W]`` of the decoded calibration set (decoding the initial noise is cheap)."""
         if not hasattr(self, "_shape"):
-            self._shape = tuple(self.sampler.decode(self.sampler.initial_state()).shape)
+            shapes = [s.decode(s.initial_state()).shape for s in self.samplers]
+            self._shape = (sum(int(shape[0]) for shape in shapes), *tuple(shapes[0][1:]))
         return self._shape
 
     # evaluation -----------------------------------------------------------------------
@@ -155,28 +169,40 @@ class DiffusionEvaluator:
         return self._generate(plan)
 
     def _generate(self, plan: Sequence[Step], count: bool = True) -> torch.Tensor:
-        plan = tuple(plan)
-        start = self.sampler.initial_state()
+        while True:
+            try:
+                return torch.cat([self._generate_batch(i, sampler, tuple(plan), count)
+                                  for i, sampler in enumerate(self.samplers)])
+            except torch.OutOfMemoryError:
+                if self.batch_size == 1:
+                    raise
+                self.batch_size = max(1, self.batch_size // 2)  # as many items as fit: halve and retry
+                logger.info("out of device memory: generating %d items at a time", self.batch_size)
+                self.samplers, self.prefix = self._make_samplers(), _PrefixCache(self.prefix.max_bytes)
+                torch.cuda.empty_cache()
+
+    def _generate_batch(self, index: int, sampler: StepSampler, plan: tuple[Step, ...], count: bool) -> torch.Tensor:
+        start = sampler.initial_state()
         for k in range(len(plan) - 1, -1, -1):
-            hit = self.prefix.get(_prefix_key(plan, k))
+            hit = self.prefix.get((index, *_prefix_key(plan, k)))
             if hit is not None:
                 start = hit
                 break
         schedule = Schedule(model=self.profile.name, num_blocks=self.num_blocks, scheduler=self.profile.scheduler,
                             steps=self.steps, plan=plan)
-        with apply(self.sampler.transformer, schedule, cost=self.cost) as handle:
+        with apply(sampler.transformer, schedule, cost=self.cost) as handle:
             state = start
             if state.step >= 0:
-                handle.state.resume(state.step, self.sampler.timestep_key(state, state.step), state.deltas)
+                handle.state.resume(state.step, sampler.timestep_key(state, state.step), state.deltas)
             while state.step < len(plan) - 1:
-                state = self.sampler.step(state)
+                state = sampler.step(state)
                 state.deltas = dict(handle.state.deltas)
-                self.prefix.put(_prefix_key(plan, state.step), state)
+                self.prefix.put((index, *_prefix_key(plan, state.step)), state)
             computed = handle.stats.blocks_run
         if count:
             self.blocks_computed += computed
             self.blocks_naive += sum(self.num_blocks - (0 if s is None else s.length) for s in plan)
-        return self.sampler.decode(state)
+        return sampler.decode(state)
 
     @property
     def reuse_ratio(self) -> float:
@@ -212,11 +238,18 @@ class EvaluatorFactory:
     prefix_reuse: bool = True
     resolution: int | None = None
     prompt_embeds: str | None = None
+    device: str = "cpu"  # resolved already (see autodelta.devices): workers get their own
+    dtype: str = "fp32"
+    batch_size: int | None = None  # None: every item in one batch
 
     def __call__(self) -> DiffusionEvaluator:
+        from autodelta.models import parse_dtype
+
         profile = load_profile(self.model)
-        pipe = profile.load_pipeline(random_weights=self.random_weights)
+        pipe = profile.load_pipeline(random_weights=self.random_weights, dtype=parse_dtype(self.dtype),
+                                     device=self.device)
         return DiffusionEvaluator(profile, pipe, item_set(profile, self.calib, self.heldout), metrics=self.metrics,
                                   cache_dir=self.cache_dir, prefix_reuse=self.prefix_reuse,
                                   resolution=profile.check_resolution(self.resolution),
-                                  conditioning=profile.adapter.conditioning(self.prompt_embeds))
+                                  conditioning=profile.adapter.conditioning(self.prompt_embeds),
+                                  batch_size=self.batch_size)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from autodelta.devices import synchronize
 from autodelta.models import Profile
 
 
@@ -21,20 +22,19 @@ class Generation:
 
 
 class TransformerTimer:
-    """Accumulates wall time spent inside ``transformer.forward`` (synchronising on CUDA)."""
+    """Accumulates wall time spent inside ``transformer.forward`` (synchronising on a GPU)."""
 
     def __init__(self, transformer: torch.nn.Module) -> None:
         self.seconds = 0.0
         self._start = 0.0
-        self._cuda = next(transformer.parameters()).is_cuda
+        self._device = next(transformer.parameters()).device
         self._handles = [
             transformer.register_forward_pre_hook(self._before),
             transformer.register_forward_hook(self._after),
         ]
 
     def _sync(self) -> None:
-        if self._cuda:
-            torch.cuda.synchronize()
+        synchronize(self._device)
 
     def _before(self, *_: Any) -> None:
         self._sync()
@@ -62,6 +62,7 @@ def generate(pipe: Any, profile: Profile, conditions: Sequence[Any], seed: int, 
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # DiTPipeline's stochastic schedulers (LCM) draw from the global generator
             out = profile.adapter.call(pipe, list(conditions), seeds, steps, guidance, resolution, conditioning)
+            synchronize(pipe.transformer.device)
         elapsed = time.perf_counter() - start
     finally:
         timer.close()

@@ -78,6 +78,22 @@ class Profile:
     quality_gate: dict[str, Any] | None = None
     cost: dict[str, Any] | None = None
     document: dict[str, Any] = field(default_factory=dict, repr=False)  # the file as read, for write_cost
+    source: str | None = None  # a pipeline folder or hub id the profile was discovered from (autodelta.discover)
+    origin: str = ""  # what load_profile was given (name, YAML path, folder, hub id): how to load it again
+    gpu_dtype: str = "fp16"  # the model's own precision on a GPU (what --dtype auto picks there)
+
+    @property
+    def pretrained_id(self) -> str | None:
+        """The hub id of the weights, or ``None`` for a local folder (never an absolute local path)."""
+        if self.pretrained is None or self.source is None:
+            return self.pretrained
+        return self.source if not Path(self.source).exists() else None
+
+    @property
+    def shareable_origin(self) -> str:
+        """How a schedule file names this model's origin: the profile name, or a path as given if relative."""
+        origin = self.origin or self.name
+        return Path(origin).name if Path(origin).is_absolute() else origin
 
     @property
     def adapter(self) -> ModelAdapter:
@@ -148,15 +164,22 @@ class Profile:
         return build_scheduler(self, name)
 
     def load_pipeline(self, random_weights: bool = False, dtype: torch.dtype | None = None,
-                      scheduler: str | None = None, seed: int = 0) -> Any:
-        """A ready pipeline: shipped weights, cached pretrained weights, or (asked for) random ones."""
+                      scheduler: str | None = None, seed: int = 0, device: str | torch.device | None = None) -> Any:
+        """A ready pipeline on ``device``: shipped weights, cached pretrained weights, or (asked for) random ones."""
         from autodelta.pipelines import load_pipeline
 
-        return load_pipeline(self, random_weights=random_weights, dtype=dtype, scheduler=scheduler, seed=seed)
+        return load_pipeline(self, random_weights=random_weights, dtype=dtype, scheduler=scheduler, seed=seed,
+                             device=device)
 
     def require_cost(self) -> CostModel:
-        """The profiled cost model, or a one-line error saying how to measure it."""
+        """The profiled cost model; a discovered model is counted now (fvcore), a YAML profile must say it."""
         cost = self.cost_model()
+        if cost is None and self.source is not None:
+            from autodelta.profiler import profile_macs
+
+            measured = profile_macs(self.build_transformer(), self.example_inputs(batch=1), self.blocks_attr)
+            self.cost = {"resolution": self.resolution, **measured.as_dict()}
+            cost = self.cost_model()
         if cost is None:
             raise ModelError(f"profile {self.name} has no cost yet; run `autodelta profile --model {self.name} --write`")
         return cost
@@ -168,13 +191,15 @@ class Profile:
 
         return self.adapter.example_inputs(batch, dtype or torch.float32, seed, resolution)
 
-    def write_cost(self, cost: dict[str, Any]) -> None:
-        """Replace the ``cost`` section of the profile file, atomically."""
+    def write_cost(self, cost: dict[str, Any], out: str | os.PathLike[str] | None = None) -> Path:
+        """The profile with ``cost`` as its cost section, written atomically to ``out`` (default: its own file)."""
         doc = dict(self.document)
         doc["cost"] = cost
-        atomic_write(self.path, dump_yaml(doc))
+        target = Path(out) if out is not None else self.path
+        atomic_write(target, dump_yaml(doc))
         self.cost = cost
         self.document = doc
+        return target
 
 
 def profile_dirs() -> list[Path]:
@@ -190,18 +215,32 @@ def known_profiles() -> list[str]:
 def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
     """A profile by name (``dit-xl``) or by path to a YAML file; every field's type is checked."""
     candidate = Path(name_or_path)
+    if candidate.is_dir() or ("/" in str(name_or_path) and not candidate.suffix and not candidate.exists()):
+        from autodelta.discover import cached_hub_folder, is_pipeline_folder, profile_from_folder
+
+        folder = candidate if candidate.is_dir() else cached_hub_folder(str(name_or_path))
+        if folder is None:
+            raise ModelError(f"{str(name_or_path)!r} is neither a folder nor a hub id whose files are in the local "
+                             f"Hugging Face cache; download it with `huggingface-cli download {name_or_path}`")
+        if not is_pipeline_folder(folder):
+            raise ModelError(f"{str(folder)!r} is a folder without model_index.json; give a diffusers pipeline "
+                             "folder (save_pretrained layout), a profile name or a profile YAML")
+        discovered = profile_from_folder(folder, source=str(name_or_path))
+        discovered.origin = str(name_or_path)
+        return discovered
     if candidate.suffix in {".yaml", ".yml"} and candidate.exists():
         path = candidate
     else:
-        found = [folder / f"{name_or_path}.yaml" for folder in profile_dirs()]
-        existing = [p for p in found if p.exists()]
+        existing = [p for p in (folder / f"{name_or_path}.yaml" for folder in profile_dirs()) if p.exists()]
         if not existing:
             raise ModelError(
                 f"unknown model {str(name_or_path)!r}; known models: {', '.join(known_profiles())} "
                 "(or give the path to a profile YAML)"
             )
         path = existing[0]
-    return parse_profile(read_yaml(path, "profile"), path)
+    profile = parse_profile(read_yaml(path, "profile"), path)
+    profile.origin = str(name_or_path)
+    return profile
 
 
 def parse_profile(doc: Any, path: Path) -> Profile:
@@ -236,7 +275,10 @@ def parse_profile(doc: Any, path: Path) -> Profile:
         quality_gate=f.get("quality_gate", dict, optional=True),
         cost=f.get("cost", dict, optional=True),
         document=dict(doc),
+        gpu_dtype=f.get("gpu_dtype", str, optional=True, default="fp16"),
     )
+    if profile.gpu_dtype not in ("fp16", "bf16", "fp32"):
+        raise ModelError(f"{path}: field 'gpu_dtype' must be fp16, bf16 or fp32")
     if not isinstance(profile.transformer_config.get("num_layers"), int):
         raise ModelError(f"{path}: field 'transformer.config.num_layers' must be the block count (an integer)")
     checks = [("steps", 1 <= profile.steps <= 10_000, "in [1, 10000]"),

@@ -73,7 +73,7 @@ def _build_vae(profile: Profile, seed: int) -> torch.nn.Module:
     raise ModelError(f"profile {profile.name}: vae.kind {kind!r} is unknown; use 'identity' or 'autoencoder_kl'")
 
 def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.dtype | None = None,
-                  scheduler: str | None = None, seed: int = 0) -> Any:
+                  scheduler: str | None = None, seed: int = 0, device: str | torch.device | None = None) -> Any:
     """A ready pipeline: shipped weights, cached pretrained weights, or (asked for) random ones."""
     pipeline_cls = _diffusers_class(profile.pipeline, "pipeline")
     extra = profile.adapter.pipeline_components()  # e.g. PixArt runs without its text encoder
@@ -92,7 +92,7 @@ def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.d
     else:
         try:
             with quieted("diffusers", level=logging.ERROR):
-                pipe = pipeline_cls.from_pretrained(profile.pretrained, local_files_only=True)
+                pipe = pipeline_cls.from_pretrained(profile.pretrained, local_files_only=True, **extra)
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"weights of {profile.pretrained} are not in the local Hugging Face cache ({type(exc).__name__}); "
@@ -100,9 +100,9 @@ def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.d
                 "to run the same architecture with random weights"
             ) from None
         pipe.scheduler = build_scheduler(profile, scheduler)
-    if dtype is not None and dtype != torch.float32:
+    if (dtype is not None and dtype != torch.float32) or (device is not None and torch.device(device).type != "cpu"):
         with quieted("diffusers", level=logging.ERROR):  # "modules to keep in fp32: []" is noise here
-            pipe = pipe.to(dtype=dtype)
+            pipe = pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

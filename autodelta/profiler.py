@@ -25,6 +25,7 @@ from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 from tqdm.auto import tqdm
 
+from autodelta.devices import synchronize
 from autodelta.logs import quieted
 from autodelta.models import dtype_name
 from autodelta.runtime import find_blocks
@@ -85,6 +86,7 @@ class CostProfile:
     dtype: str = "fp32"
     resolution: int | None = None
     repeats: int = 0
+    device: str = "cpu"
 
     @property
     def total_macs(self) -> float:
@@ -113,13 +115,20 @@ class CostProfile:
             }
         doc["measured"] = {
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "device": "cpu",
+            "device": self.device,
+            "device_name": _device_name(self.device),
             "threads": torch.get_num_threads(),
             "torch": str(torch.__version__),
             "diffusers": str(diffusers.__version__),
             "date": _dt.date.today().isoformat(),
         }
         return doc
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return str(torch.cuda.get_device_name(torch.device(device)))
+    return f"{platform.machine()} {platform.processor() or ''}".strip()
 
 
 def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: str = "transformer_blocks",
@@ -168,8 +177,11 @@ def profile_latency(transformer: torch.nn.Module, inputs: dict[str, Any], blocks
                     warmup: int = 1, repeats: int = 3, progress: bool = False) -> tuple[list[float], float]:
     """Median wall time per block and per whole call, in ms, after ``warmup`` calls."""
     blocks = find_blocks(transformer, blocks_attr)
-    cuda = inputs["hidden_states"].is_cuda
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    device = inputs["hidden_states"].device
+
+    def sync() -> None:  # GPU kernels run asynchronously: time the work, not its launch
+        synchronize(device)
+
     starts: dict[int, float] = {}
     samples: list[list[float]] = [[] for _ in blocks]
     recording = [False]
@@ -217,6 +229,7 @@ def profile(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: s
     """MACs (always) and latency (unless ``latency=False``) of ``transformer`` on ``inputs``."""
     result = profile_macs(transformer, inputs, blocks_attr, progress=progress)
     result.resolution = resolution
+    result.device = str(inputs["hidden_states"].device)
     if latency:
         first = next(transformer.parameters())
         result.blocks_ms, result.call_ms = profile_latency(

@@ -112,8 +112,12 @@ class DeltaCacheState:
         self.tables = _build_tables(schedule.plan, schedule.num_blocks)
         self.cost = cost
         self.pipeline = pipeline
-        self.stats = RuntimeStats(macs_saved=0.0 if cost else None, macs_run=0.0 if cost else None)
+        self.reset_stats()
         self.reset()
+
+    def reset_stats(self) -> None:
+        """Start counting anew (e.g. after a warm-up call)."""
+        self.stats = RuntimeStats(macs_saved=0.0 if self.cost else None, macs_run=0.0 if self.cost else None)
 
     def reset(self) -> None:
         """Forget the generation in progress and free its Δ tensors."""
@@ -279,6 +283,7 @@ class DeltaCacheHandle:
         self.state = state
         self.pipeline = pipeline
         self._removed = False
+        self._compiled: list[tuple[torch.nn.Module, Any]] = []
         self._wrapped_free: Any = None
         if pipeline is not None and hasattr(pipeline, "maybe_free_model_hooks"):
             original = pipeline.maybe_free_model_hooks
@@ -303,6 +308,10 @@ class DeltaCacheHandle:
         """Start the next call as step 0 of a new generation and free cached Δ tensors."""
         self.state.reset()
 
+    def reset_stats(self) -> None:
+        """Count from zero again (after a warm-up call, say)."""
+        self.state.reset_stats()
+
     def remove(self) -> None:
         if self._removed:
             return
@@ -317,6 +326,11 @@ class DeltaCacheHandle:
                 self.pipeline.maybe_free_model_hooks = original
             else:
                 del self.pipeline.maybe_free_model_hooks
+        for block, saved in self._compiled:
+            if saved is None:
+                vars(block).pop("forward", None)  # back to the class's own forward
+            else:
+                block.forward = saved
         self.state.reset()
         self._removed = True
 
@@ -343,12 +357,19 @@ def apply(
     schedule: Schedule | str | os.PathLike[str],
     cost: CostModel | None = None,
     blocks_attr: str = "transformer_blocks",
+    compile: bool = False,
 ) -> DeltaCacheHandle:
     """Install ``schedule`` on a diffusers pipeline (``pipe.transformer``) or a bare transformer.
 
     Checks that the model's block count matches the schedule now, and the pipeline's step
     count at the first call of each generation. ``cost`` enables MACs in ``handle.stats``;
     when omitted, the cost of the schedule's named profile is used if autodelta knows it.
+
+    ``compile=True`` compiles each block's own forward with ``torch.compile`` (regional
+    compilation) *before* the hooks wrap it, so the hooks stay in eager Python: a block the
+    plan skips is never called, a computed block runs its compiled graph, and the graph
+    does not depend on the step (no recompilation per step; identical blocks share it).
+    ``remove()`` restores the blocks' eager forwards.
     """
     if not isinstance(schedule, Schedule):
         schedule = load_schedule(schedule)
@@ -373,11 +394,16 @@ def apply(
     if cost is None:
         cost = _profile_cost(schedule)
     state = DeltaCacheState(schedule, cost, pipeline)
+    compiled = [(block, vars(block).get("forward")) for block in blocks] if compile else []
+    for block, _ in compiled:
+        block.forward = torch.compile(block.forward)
     registry.register_hook(_StepTrackerHook(state), _STEP_HOOK)
     for index, block in enumerate(blocks):
         HookRegistry.check_if_exists_or_initialize(block).register_hook(_DeltaBlockHook(state, index), _BLOCK_HOOK)
     _invalidate(registry)
-    return DeltaCacheHandle(transformer, list(blocks), state, pipeline)
+    handle = DeltaCacheHandle(transformer, list(blocks), state, pipeline)
+    handle._compiled = compiled
+    return handle
 
 
 def _invalidate(registry: HookRegistry) -> None:

@@ -141,6 +141,7 @@ class Schedule:
     cost: dict[str, Any] | None = None
     quality: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None  # where the model came from when it is not a shipped profile (YAML, folder, hub id)
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_blocks <= MAX_BLOCKS:
@@ -173,7 +174,8 @@ class Schedule:
             provenance["date"] = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return {
             "format": FORMAT,
-            "model": {"name": self.model, "pretrained": self.pretrained, "num_blocks": self.num_blocks},
+            "model": {"name": self.model, "pretrained": self.pretrained, "num_blocks": self.num_blocks,
+                      **({"source": self.source} if self.source else {})},
             "sampler": {"scheduler": self.scheduler, "steps": self.steps},
             "guidance_scale": self.guidance_scale,
             "plan": encode_plan(self.plan),
@@ -201,6 +203,7 @@ class Schedule:
             return cls(
                 model=model.get("name", str),
                 pretrained=model.get("pretrained", str, optional=True),
+                source=model.get("source", str, optional=True),
                 num_blocks=num_blocks,
                 scheduler=sampler.get("scheduler", str),
                 steps=sampler.get("steps", int),

@@ -97,9 +97,9 @@ def open_study(settings: SearchSettings) -> optuna.Study:
     identity = {"model": settings.model, "budget": settings.budget.speedup, "space": settings.space.name,
                 "family": settings.space.family, "metric": settings.metric, **settings.extra_attrs}
     url = settings.storage
-    # processes that open a fresh SQLite file at once race on its schema: retry those briefly; a
-    # server is asked once (its connect timeout already bounds the wait)
-    attempts = 6 if url is None or backend_of(url) == "sqlite" else 1
+    if url is not None:
+        backend_of(url)  # a malformed URL is one line, at once
+    attempts = 6
     study = None
     for attempt in range(attempts):
         try:
@@ -111,7 +111,10 @@ def open_study(settings: SearchSettings) -> optuna.Study:
                 )
             break
         except Exception as exc:
-            if attempt == attempts - 1:
+            # workers that open a fresh database at once race on creating its schema (a duplicate
+            # key, a table that already exists, a locked SQLite file): retry those briefly; anything
+            # else (a server that is down or silent, a wrong password) is said at once
+            if attempt == attempts - 1 or not _schema_race(exc):
                 reason = redact_text(str(exc).splitlines()[0] if str(exc) else "", url or "")[:160]
                 raise AutodeltaError(
                     f"storage {redact_url(url or 'memory')!r} cannot be opened ({type(exc).__name__}: {reason}); "
@@ -127,6 +130,14 @@ def open_study(settings: SearchSettings) -> optuna.Study:
         for key, value in identity.items():
             study.set_user_attr(key, value)
     return study
+
+
+_RACES = ("duplicate key", "already exists", "database is locked", "UniqueViolation", "IntegrityError")
+
+
+def _schema_race(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}"
+    return any(marker in text for marker in _RACES)
 
 
 def best_reachable_speedup(space: SearchSpace, cost: CostModel, steps: int, samples: int = 400, seed: int = 0) -> float:

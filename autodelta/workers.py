@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from autodelta.evaluator import Evaluator
@@ -43,13 +43,17 @@ def worker_main(factory: Callable[[], Evaluator], settings: SearchSettings, stop
 
 
 class WorkerPool:
-    """``count`` worker processes (spawned, so CUDA and threads start clean in each)."""
+    """One worker process per evaluator factory (spawned, so CUDA and threads start clean in each).
 
-    def __init__(self, count: int, factory: Callable[[], Evaluator], settings: SearchSettings) -> None:
+    Each factory says where its worker runs (``EvaluatorFactory.device``), so ``--jobs K``
+    puts worker i on its own GPU.
+    """
+
+    def __init__(self, factories: Sequence[Callable[[], Evaluator]], settings: SearchSettings) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._stop = ctx.Event()
         self.processes = [ctx.Process(target=worker_main, args=(factory, settings, self._stop, os.getpid()),
-                                      name=f"autodelta-worker-{i + 1}") for i in range(count)]
+                                      name=f"autodelta-worker-{i + 1}") for i, factory in enumerate(factories)]
 
     def start(self) -> None:
         # Children inherit an *ignored* SIGINT through exec, and Python then installs no

@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--resolution", type=int, default=256, help="PixArt image side (DiT-XL/2: always 256)")
+    parser.add_argument("--batch", type=int, default=1, help="images per generation (CFG doubles the transformer batch)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compare eager unpatched with torch.compile'd blocks: all-full plan and the paper's")
     args = parser.parse_args()
     summary = [bench(name, args) for name in args.models.split(",")]
     print()
@@ -60,15 +63,17 @@ def bench(model: str, args: argparse.Namespace) -> str:
                   guidance_scale=profile.guidance_scale)
     paper = Schedule(plan=plan, params=params.as_dict(), **common)
     all_full = Schedule(plan=(None,) * steps, **common)
-    paper_name = f"paper {budget}"
+    paper_name = f"{'compiled ' if args.compile else ''}paper {budget}"
+    full_name = "compiled all-full plan" if args.compile else "all-full plan"
 
     print(f"building {profile.name} ({args.dtype}, {args.device}, random weights, {resolution} px) ...", flush=True)
-    pipe = profile.load_pipeline(random_weights=True, dtype=dtype).to(args.device)
-    labels = [profile.conditions[0]]
+    pipe = profile.load_pipeline(random_weights=True, dtype=dtype, device=args.device)
+    labels = [profile.conditions[i % len(profile.conditions)] for i in range(args.batch)]
     generate(pipe, profile, labels, seed=0, steps=2, resolution=resolution)  # warm-up
 
-    times: dict[str, list[tuple[float, float]]] = {"unpatched": [], "all-full plan": [], paper_name: []}
+    times: dict[str, list[tuple[float, float]]] = {"unpatched": [], full_name: [], paper_name: []}
     peak_mem: dict[str, int] = {}
+    graphs: dict[str, int] = {}
     cache_bytes = 0
     for r in range(args.repeats):
         for name in times:
@@ -78,8 +83,16 @@ def bench(model: str, args: argparse.Namespace) -> str:
             if name == "unpatched":
                 gen = generate(pipe, profile, labels, seed=r, steps=steps, resolution=resolution)
             else:
-                with autodelta.apply(pipe, paper if name == paper_name else all_full, cost=cost) as handle:
+                with autodelta.apply(pipe, paper if name == paper_name else all_full, cost=cost,
+                                     compile=args.compile) as handle:
+                    if args.compile:  # compile (or reuse the compiled graphs) in one untimed generation
+                        warm = _unique_graphs()
+                        generate(pipe, profile, labels, seed=r, steps=steps, resolution=resolution)
+                        print(f"  {name}: {_unique_graphs() - warm} graph(s) compiled in the untimed warm-up",
+                              flush=True)
+                    before = _unique_graphs()
                     gen = generate(pipe, profile, labels, seed=r, steps=steps, resolution=resolution)
+                    graphs[name] = _unique_graphs() - before
                 if name == paper_name:
                     cache_bytes = handle.stats.peak_cache_bytes
             times[name].append((gen.transformer_s, gen.pipeline_s))
@@ -94,10 +107,10 @@ def bench(model: str, args: argparse.Namespace) -> str:
     macs_speedup = cost.speedup(plan)
     wall_tr = med("unpatched", 0) / med(paper_name, 0)
     wall_pipe = med("unpatched", 1) / med(paper_name, 1)
-    overhead = med("all-full plan", 0) / med("unpatched", 0) - 1
+    overhead = med(full_name, 0) / med("unpatched", 0) - 1
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
     print()
-    batch = profile.cfg_factor
+    batch = profile.cfg_factor * len(labels)
     print(f"# runtime benchmark: {profile.name} at {resolution} px, {args.dtype}, {device}, "
           f"{'CFG ' if batch == 2 else ''}batch {batch}, {steps} {profile.scheduler} steps, median of {args.repeats}")
     print(f"schedule: paper rule at {budget}: N={params.interval}, N_c={params.cached_blocks}, b={params.boundary}")
@@ -109,7 +122,13 @@ def bench(model: str, args: argparse.Namespace) -> str:
               f"{med('unpatched', 0) / med(name, 0):.3f}x | {med('unpatched', 1) / med(name, 1):.3f}x |")
     print(f"wall/MACs ratio (transformer): {wall_tr / macs_speedup:.3f}  (target >= 0.95, goal 0.97)")
     print(f"wall/MACs ratio (pipeline):    {wall_pipe / macs_speedup:.3f}")
-    print(f"hook overhead on all-full plan: {overhead:+.2%} (target < 1%)")
+    print(f"{'compiled vs eager' if args.compile else 'hook overhead'} on the all-full plan: {overhead:+.2%}"
+          f"{'' if args.compile else ' (target < 1%)'}")
+    if args.compile:
+        wall_c = med(full_name, 0) / med(paper_name, 0)
+        print(f"compiled: wall speed-up of the paper's schedule over the compiled all-full plan {wall_c:.3f}x, "
+              f"wall/MACs {wall_c / macs_speedup:.3f}; graphs compiled during the timed generations: "
+              f"{', '.join(f'{k} {v}' for k, v in graphs.items())}")
     print(f"peak Δ-Cache held: {cache_bytes / 2**20:.2f} MiB")
     if peak_mem:
         for name, value in peak_mem.items():
@@ -122,6 +141,13 @@ def bench(model: str, args: argparse.Namespace) -> str:
     return (f"| {profile.name} ({resolution} px) | {args.dtype} | {batch} | {steps} | {paper_name} "
             f"(N={params.interval}, N_c={params.cached_blocks}) | {macs_speedup:.3f}x | {wall_tr:.3f}x | "
             f"{wall_tr / macs_speedup:.3f} | {overhead:+.2%} |")
+
+
+def _unique_graphs() -> int:
+    """Graphs torch.compile has built so far in this process (a new one during a generation = a recompilation)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 if __name__ == "__main__":

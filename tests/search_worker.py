@@ -49,6 +49,6 @@ if __name__ == "__main__":
     sleep = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     jobs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     config = settings(storage, trials)
-    pool = WorkerPool(jobs - 1, SlowFactory(sleep), config) if jobs > 1 else None
+    pool = WorkerPool([SlowFactory(sleep)] * (jobs - 1), config) if jobs > 1 else None
     outcome = run_search(SlowSynthetic(sleep), config, progress=False, workers=pool)
     sys.exit(130 if outcome.interrupted else 0)

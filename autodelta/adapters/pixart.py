@@ -1,4 +1,7 @@
-"""PixArt-α and PixArt-α-LCM (``PixArtAlphaPipeline``): prompt embeddings are the conditions.
+"""PixArt-α, PixArt-α-LCM and PixArt-Σ (``PixArtAlphaPipeline``, ``PixArtSigmaPipeline``): prompt embeddings.
+
+PixArt-Σ runs the same transformer class and loop, with 300-token T5 embeddings and
+no resolution/aspect-ratio micro-conditions.
 
 Items name prompt-embedding indices; the embeddings come from a file written where the
 T5 encoder exists, or are seeded stand-ins (see :mod:`autodelta.prompts`). The pipeline
@@ -20,10 +23,10 @@ from autodelta.sampling import SamplerState, StepSampler, timesteps_for
 
 
 class PixArt(ModelAdapter):
-    """``PixArtAlphaPipeline`` with prompt embeddings, CFG batched in one call (or none, for LCM)."""
+    """PixArt pipelines with prompt embeddings, CFG batched in one call (or none, for LCM)."""
 
     name = "PixArt"
-    pipelines = ("PixArtAlphaPipeline",)
+    pipelines = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
     text_conditioned = True
 
     def pipeline_components(self) -> dict[str, Any]:
@@ -52,7 +55,7 @@ class PixArt(ModelAdapter):
     def micro_conditions(self, resolution: int, batch: int, dtype: torch.dtype,
                          device: Any = "cpu") -> dict[str, torch.Tensor | None]:
         """PixArt's resolution/aspect-ratio conditions, exactly as ``PixArtAlphaPipeline`` builds them."""
-        if int(self.profile.transformer_config["sample_size"]) != 128:
+        if self.profile.pipeline != "PixArtAlphaPipeline" or int(self.profile.transformer_config["sample_size"]) != 128:
             return {"resolution": None, "aspect_ratio": None}
         size = torch.tensor([resolution, resolution]).repeat(batch, 1).to(dtype=dtype, device=device)
         ratio = torch.tensor([1.0]).repeat(batch, 1).to(dtype=dtype, device=device)
@@ -87,13 +90,13 @@ class PixArt(ModelAdapter):
                 conditioning: Any = None) -> StepSampler:
         resolution = resolution or self.profile.resolution
         embeddings = (conditioning or self.conditioning()).pipeline_kwargs(conditions, pipe.transformer.dtype)
-        micro = self.micro_conditions(resolution, len(seeds), pipe.transformer.dtype)
+        micro = self.micro_conditions(resolution, len(seeds), pipe.transformer.dtype, pipe._execution_device)
         return PromptSampler(pipe, embeddings, seeds, self.profile.steps, self.profile.guidance_scale, resolution,
                              micro)
 
 
 class PromptSampler(StepSampler):
-    """PixArtAlphaPipeline's loop over (prompt embedding, seed) items, at ``resolution`` pixels.
+    """The PixArt pipelines' loop over (prompt embedding, seed) items, at ``resolution`` pixels.
 
     Matches ``pipe(prompt_embeds=…, negative_prompt=None, negative_prompt_embeds=…,
     generator=[torch.Generator().manual_seed(s) for s in seeds], height=resolution,
@@ -103,8 +106,8 @@ class PromptSampler(StepSampler):
 
     def __init__(self, pipe: Any, embeddings: dict[str, torch.Tensor], seeds: Sequence[int], steps: int,
                  guidance_scale: float, resolution: int, micro_conditions: dict[str, Any]) -> None:
-        if type(pipe).__name__ != "PixArtAlphaPipeline":
-            raise ModelError(f"{type(pipe).__name__} is not a PixArtAlphaPipeline; use the adapter of its family")
+        if type(pipe).__name__ not in PixArt.pipelines:
+            raise ModelError(f"{type(pipe).__name__} is not a PixArt pipeline; use the adapter of its family")
         super().__init__(pipe, seeds, steps, guidance_scale, resolution // pipe.vae_scale_factor)
         emb = {k: v.to(self.device) for k, v in embeddings.items()}
         if self.cfg:
