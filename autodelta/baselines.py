@@ -33,7 +33,7 @@ from autodelta.schedule import CachedRange, Step
 @dataclass(frozen=True)
 class Baseline:
     name: str
-    kind: str  # "schedule" or "hook"
+    kind: str  # "schedule" (a plan from the cost), "calibrated" (a plan chosen on calibration items) or "hook"
     description: str
 
 
@@ -43,6 +43,8 @@ BASELINES: dict[str, Baseline] = {
         Baseline("paper", "schedule", "Δ-DiT's hand-set schedule (paper rule: rear blocks early, front blocks late)"),
         Baseline("fora", "schedule", "FORA-style whole-stack reuse, full steps spread evenly"),
         Baseline("deepcache", "schedule", "DeepCache-style: first/last blocks run, middle Δ-cached, every N-th step full"),
+        Baseline("greedy", "calibrated", "greedy: from all-full, replay the whole stack on the step that costs least "
+                                         "quality on the calibration items, until the budget"),
         Baseline("fbcache", "hook", "diffusers FirstBlockCache, threshold tuned to the budget"),
         Baseline("dbcache", "hook", "cache-dit DBCache (F8B0, 8 warm-up steps), threshold tuned to the budget"),
     ]

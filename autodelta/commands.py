@@ -325,7 +325,15 @@ def run_evaluate_baseline(name: str, options: ModelOptions, *, budget_text: str,
           f"{'held-out' if heldout else 'calibration'} items on {placement}, generated one by one")
     comparison = Comparison(profile, pipe, items, cost, _metric_names(metrics), resolution, conditioning,
                             progress=True)
-    result, full = comparison.baseline(name, budget), comparison.full()
+    calibration = None
+    if baseline.kind == "calibrated":  # its plan is chosen on the calibration items, scored on `items`
+        def calibration() -> Any:
+            from autodelta.evaluation import DiffusionEvaluator
+
+            return DiffusionEvaluator(profile, pipe, item_set(profile, calib, heldout=False), cost=cost,
+                                      metrics=("psnr",), resolution=resolution, conditioning=conditioning,
+                                      batch_size=options.batch_size)
+    result, full = comparison.baseline(name, budget, calibration), comparison.full()
     print(f"{name} ({result.detail}): {result.speedup:.3f}x MACs speed-up (measured), "
           f"{result.wall_speedup:.3f}x wall speed-up")
     _print_and_save_comparison(name, result.metrics, full.metrics, result.images, comparison.reference.images, out)

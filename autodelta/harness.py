@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from autodelta.calibration import CalibrationSet
 from autodelta.cost import CostModel
+from autodelta.errors import AutodeltaError
 from autodelta.models import Profile
 from autodelta.runtime import find_blocks
 from autodelta.scoring import Scorer
@@ -174,12 +175,22 @@ class Comparison:
         run = self.runner.run(plan_installer(plan, self.profile, self.cost), desc=name)
         return self._result(name, run, detail)
 
-    def baseline(self, name: str, budget: Any) -> MethodResult:
-        """Baseline ``name`` set to ``budget``: a plan resolved from the cost, or a threshold tuned on these items."""
+    def baseline(self, name: str, budget: Any, calibration: Callable[[], Any] | None = None) -> MethodResult:
+        """Baseline ``name`` set to ``budget``: a plan resolved from the cost, a plan chosen on the
+        calibration items (``calibration()`` gives their evaluator), or a threshold tuned on these items."""
         from autodelta.baselines import get_baseline, resolve_plan, tune_threshold
 
-        if get_baseline(name).kind == "schedule":
-            plan = resolve_plan(name, self.cost, self.profile.steps, budget)
+        kind = get_baseline(name).kind
+        if kind in ("schedule", "calibrated"):
+            if kind == "calibrated":
+                from autodelta.greedy import greedy_plan
+
+                if calibration is None:
+                    raise AutodeltaError(f"baseline {name} chooses its plan on calibration items; give them "
+                                         "(the CLI does: the profile's calibration seeds)")
+                plan: Sequence[Any] = greedy_plan(calibration(), budget)
+            else:
+                plan = resolve_plan(name, self.cost, self.profile.steps, budget)
             full_steps = sum(step is None for step in plan)
             return self.plan(name, plan, f"{full_steps} full steps of {len(plan)}")
         tuned = tune_threshold(name, lambda installer: self.runner.run(installer, desc=f"{name} tuning"), budget)

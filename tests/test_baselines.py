@@ -99,3 +99,30 @@ def test_evaluate_baseline_end_to_end(capsys, tmp_path):
     assert code == 0, err
     assert "fora" in out and "psnr" in out and "MACs speed-up (measured)" in out
     assert (tmp_path / "e" / "evaluate.png").exists()
+
+
+def test_greedy_replays_the_cheapest_step_each_round_until_the_budget():
+    from autodelta.greedy import greedy_plan
+    from autodelta.synthetic import SyntheticEvaluator
+
+    evaluator = SyntheticEvaluator(CostModel.uniform(28), 12)
+    budget = parse_budget("1.5x")
+    plan = greedy_plan(evaluator, budget)
+    whole = CachedRange(0, 28)
+    assert plan[0] is None and set(plan) <= {None, whole}
+    assert budget.allows(evaluator.cost.speedup(plan))
+    replayed = sum(s is not None for s in plan)
+    one_fewer = [None] + [whole] * (replayed - 1) + [None] * (12 - replayed)  # equal blocks: only the count matters
+    assert not budget.allows(evaluator.cost.speedup(one_fewer))  # it stopped as soon as the budget was met
+    single = {i: evaluator.evaluate([None] * i + [whole] + [None] * (11 - i)).metrics["psnr"] for i in range(1, 12)}
+    first = max(single, key=lambda i: (single[i], -i))
+    assert plan[first] == whole  # round one took the step whose replay costs least
+
+
+def test_greedy_from_the_cli(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "evaluate", "--baseline", "greedy", "--model", "dit-test", "--budget", "1.3x",
+                             "--calib", "2", "--heldout", "--out", str(tmp_path / "g"))
+    assert code == 0, err
+    assert "greedy (" in out and "MACs speed-up (measured)" in out
+    speed = float(out.split("greedy (")[1].split("):")[1].split("x")[0])
+    assert speed >= 1.3
