@@ -92,15 +92,26 @@ def run_apply(schedule_path: Path, options: ModelOptions, *, compare: bool, seed
     warm = _to(profile.example_inputs(batch=profile.cfg_factor * len(labels), dtype=placement.torch_dtype(),
                                       resolution=resolution), placement.device)
     full = None
-    if compare:
+    if compare and compile:  # compare like with like: full compute with the same compiled blocks
+        from dataclasses import replace
+
+        with apply(pipe, replace(schedule, plan=(None,) * schedule.steps), cost=cost, compile=True):
+            print("compiling the blocks (one untimed generation) ...", flush=True)
+            generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
+            full = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
+    elif compare:
         with torch.no_grad():  # warm-up: first calls pay one-off allocation costs
             pipe.transformer(**warm, return_dict=False)
         full = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
     reset_peak_memory(placement.device)
     with apply(pipe, schedule, cost=cost, compile=compile) as handle:
-        pipe.scheduler.set_timesteps(schedule.steps)  # the warm-up call is step 0 of a generation of T steps
-        with torch.no_grad():  # warm-up (and, with --compile, the one compilation) outside the timing
-            pipe.transformer(**warm, return_dict=False)
+        if compile:  # compile in one untimed generation: the pipeline's own call is what gets traced
+            print("compiling the blocks (one untimed generation) ...", flush=True)
+            generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
+        else:
+            pipe.scheduler.set_timesteps(schedule.steps)  # the warm-up call is step 0 of a generation of T steps
+            with torch.no_grad():  # warm-up outside the timing
+                pipe.transformer(**warm, return_dict=False)
         handle.reset()
         handle.reset_stats()
         cached = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)

@@ -180,3 +180,22 @@ def test_compiled_blocks_match_eager_and_still_skip(profile):
     assert compiled.stats.blocks_skipped == 2 * eager.stats.blocks_skipped == 2 * (20 + 28)
     block = transformer.transformer_blocks[0]
     assert getattr(block.forward, "__func__", None) is type(block).forward  # removal restores the eager forward
+
+
+def test_apply_compile_from_the_cli_compares_like_with_like(capsys, tmp_path):
+    from autodelta.cost import paper_rule, parse_budget
+
+    profile = load_profile("dit-test")
+    plan = paper_rule(profile.cost_model(), 20, parse_budget("1.6x")).plan(20, 28)
+    path = tmp_path / "paper.yaml"
+    make_schedule(list(plan)).save(path)
+    code, out, err = run_cli(capsys, "apply", str(path), "--compare", "--compile", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    assert "blocks compiled" in out and "compiling the blocks" in out
+    code, eager, err = run_cli(capsys, "apply", str(path), "--compare", "--out", str(tmp_path / "e"))
+    assert code == 0, err
+
+    def psnr(text: str) -> float:
+        return float(text.split("PSNR to full:")[1].split("dB")[0])
+
+    assert psnr(out) == pytest.approx(psnr(eager), abs=0.05)  # compiled schedule vs compiled full = eager vs eager
