@@ -112,7 +112,7 @@ def test_a_saved_dit_pipeline_folder_is_a_model(dit_folder):
 def test_search_and_apply_on_a_pipeline_folder(capsys, dit_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "s"
-    code, stdout, err = run_cli(capsys, "search", "--model", str(dit_folder), "--budget", "1.6x", "--trials", "3",
+    code, stdout, err = run_cli(capsys, "search", "--model", str(dit_folder), "--budget", "1.6x", "--trials", "4",
                                 "--calib", "2", "--out", str(out), "--device", "cpu")
     assert code == 0, err
     schedule = autodelta.load_schedule(out / "schedule.yaml")
