@@ -364,12 +364,12 @@ def run_search(options: ModelOptions, *, budget_text: str, trials: int, space_na
                resume_any: bool, sampler: str, devices: Optional[str] = None) -> None:
     from autodelta.calibration import item_set
     from autodelta.cost import parse_budget
-    from autodelta.files import redact_url
     from autodelta.metrics import get_metric
     from autodelta.models import load_profile
     from autodelta.search import SearchSettings, check_budget_reachable, check_sampler, open_study
     from autodelta.search import run_search as search
     from autodelta.spaces import load_space
+    from autodelta.storage import redact_url
 
     options.check()
     profile = load_profile(options.model or "tiny-dit")  # input errors first: they answer before torch loads

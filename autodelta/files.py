@@ -197,30 +197,3 @@ def shipped_dir(kind: str) -> Path:
 
     return Path(str(resources.files("autodelta").joinpath(kind)))
 
-
-def redact_url(url: str) -> str:
-    """A storage URL safe to print or share: no password, and a SQLite file by its name only.
-
-    ``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``;
-    ``sqlite:////home/me/out/study.db`` → ``sqlite:///study.db`` (no absolute local path).
-    """
-    try:
-        from sqlalchemy.engine import make_url
-
-        parsed = make_url(url)
-    except Exception:  # not a URL sqlalchemy understands: show its scheme only
-        return url.split("://", 1)[0] + "://…" if "://" in url else "…"
-    if parsed.get_backend_name() == "sqlite":
-        return f"{parsed.drivername}:///{Path(parsed.database).name}" if parsed.database else str(parsed)
-    return parsed.render_as_string(hide_password=True)
-
-
-def redact_text(text: str, url: str) -> str:
-    """``text`` (e.g. a driver's error message) with the password of ``url`` masked wherever it appears."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        password = make_url(url).password
-    except Exception:
-        password = None
-    return text.replace(str(password), "***") if password else text

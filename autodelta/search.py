@@ -25,12 +25,11 @@ from tqdm.auto import tqdm
 from autodelta.cost import Budget, CostModel, paper_rule
 from autodelta.errors import AutodeltaError, BudgetError
 from autodelta.evaluator import Evaluation, Evaluator
-from autodelta.files import redact_text, redact_url
 from autodelta.logs import quieted
 from autodelta.metrics import get_metric
 from autodelta.schedule import Step, decode_plan, encode_plan
 from autodelta.spaces import Param, SearchSpace, known_seeds
-from autodelta.storage import backend_of, make_storage
+from autodelta.storage import backend_of, make_storage, redact_text, redact_url
 
 logger = logging.getLogger(__name__)
 

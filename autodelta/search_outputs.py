@@ -9,11 +9,12 @@ from typing import Any
 
 from autodelta.cost import paper_rule
 from autodelta.errors import AutodeltaError
-from autodelta.files import atomic_write, dump_yaml, redact_url
+from autodelta.files import atomic_write, dump_yaml
 from autodelta.metrics import get_metric
 from autodelta.report import plan_map_text, save_pareto_png
 from autodelta.schedule import Schedule, encode_plan
 from autodelta.search import SearchOutcome, SearchSettings, TrialRecord
+from autodelta.storage import redact_url
 
 
 def _schedule_of(record: TrialRecord, settings: SearchSettings, evaluator: Any, profile: Any,

@@ -6,17 +6,18 @@ SQLite's 5 s busy timeout (workers that stop at once hit "database is locked"), 
 heartbeat (a killed trial stays RUNNING for ever). autodelta builds the storage itself:
 connect and statement timeouts per backend, a long SQLite busy timeout, and Optuna's own
 heartbeat, which marks trials of dead workers FAIL when any worker next starts a trial.
+Storage URLs are printed and stored only through :func:`redact_url`.
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from autodelta.errors import AutodeltaError
-from autodelta.files import redact_url
 
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_S = 120
@@ -36,15 +37,44 @@ def _connect_args(backend: str) -> dict[str, Any]:
     return {}
 
 
-def backend_of(url: str) -> str:
-    """The database backend of a storage URL (``sqlite``, ``postgresql``, …); a bad URL is one line."""
+def _parse(url: str) -> Any:
+    """The sqlalchemy URL object of ``url``, or ``None`` if it is not one."""
     try:
         from sqlalchemy.engine import make_url
 
-        return str(make_url(url).get_backend_name())
+        return make_url(url)
     except Exception:
+        return None
+
+
+def redact_url(url: str) -> str:
+    """A storage URL safe to print or share: no password, and a SQLite file by its name only.
+
+    ``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``;
+    ``sqlite:////home/me/out/study.db`` → ``sqlite:///study.db`` (no absolute local path).
+    """
+    parsed = _parse(url)
+    if parsed is None:  # not a URL sqlalchemy understands: show its scheme only
+        return url.split("://", 1)[0] + "://…" if "://" in url else "…"
+    if parsed.get_backend_name() == "sqlite":
+        return f"{parsed.drivername}:///{Path(parsed.database).name}" if parsed.database else str(parsed)
+    return str(parsed.render_as_string(hide_password=True))
+
+
+def redact_text(text: str, url: str) -> str:
+    """``text`` (e.g. a driver's error message) with the password of ``url`` masked wherever it appears."""
+    parsed = _parse(url)
+    password = parsed.password if parsed is not None else None
+    return text.replace(str(password), "***") if password else text
+
+
+def backend_of(url: str) -> str:
+    """The database backend of a storage URL (``sqlite``, ``postgresql``, …); a bad URL is one line."""
+    parsed = _parse(url)
+    if parsed is None:
         raise AutodeltaError(f"storage {redact_url(url)!r} is not a database URL; use e.g. sqlite:///study.db or "
-                             "postgresql+psycopg2://user@host/db") from None
+                             "postgresql+psycopg2://user@host/db")
+    return str(parsed.get_backend_name())
 
 
 def make_storage(url: str) -> optuna.storages.RDBStorage:
