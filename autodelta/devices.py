@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autodelta.errors import ModelError
+from autodelta.models import short_dtype
 
 if TYPE_CHECKING:
     import torch
 
-DTYPE_NAMES = ("auto", "fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -24,15 +24,6 @@ class Placement:
 
     device: str
     dtype: str  # fp32, fp16 or bf16
-
-    @property
-    def device_type(self) -> str:
-        return self.device.split(":", 1)[0]
-
-    def torch_device(self) -> torch.device:
-        import torch
-
-        return torch.device(self.device)
 
     def torch_dtype(self) -> torch.dtype:
         from autodelta.models import parse_dtype
@@ -49,8 +40,11 @@ def check_names(device: str, dtype: str) -> None:
     index = device.split(":", 1)[1] if ":" in device else "0"
     if kind not in ("auto", "cpu", "cuda", "mps") or not index.isdigit() or (kind in ("auto", "cpu") and ":" in device):
         raise ModelError(f"--device {device!r} is not understood; use auto, cpu, cuda, cuda:N or mps")
-    if dtype not in DTYPE_NAMES:
-        raise ModelError(f"--dtype {dtype!r} is not supported; use auto, fp32, fp16 or bf16")
+    if dtype != "auto":
+        try:
+            short_dtype(dtype)
+        except ModelError:
+            raise ModelError(f"--dtype {dtype!r} is not supported; use auto, fp32, fp16 or bf16") from None
 
 
 def resolve(device: str = "auto", dtype: str = "auto", preferred_gpu_dtype: str = "fp16") -> Placement:
@@ -76,9 +70,10 @@ def resolve(device: str = "auto", dtype: str = "auto", preferred_gpu_dtype: str 
             raise ModelError(f"--device {device}: only {count} CUDA GPU(s) are visible (cuda:0..cuda:{count - 1})")
     elif kind == "mps" and not _mps_available():
         raise ModelError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
-    name = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(dtype, dtype)
-    if name == "auto":
+    if dtype == "auto":
         name = "fp32" if device == "cpu" else preferred_gpu_dtype
+    else:
+        name = short_dtype(dtype)
     return Placement(device=device, dtype=name)
 
 

@@ -152,9 +152,6 @@ class Fields:
             raise error(f"{path}: {where} must be a mapping, got {type(doc).__name__}")
         self.doc: dict[str, Any] = doc
 
-    def has(self, key: str) -> bool:
-        return self.doc.get(key) is not None
-
     def get(self, key: str, kind: type, optional: bool = False, default: Any = None) -> Any:
         name = f"{self.prefix}{key}"
         if key not in self.doc or self.doc[key] is None:

@@ -22,22 +22,32 @@ if TYPE_CHECKING:
 
     from autodelta.adapters.base import ModelAdapter
 
-_DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-           "fp16": "float16", "float16": "float16"}
+# The one naming of dtypes: short name (as the CLI and files write it) → torch attribute.
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def short_dtype(name: str) -> str:
+    """``fp32``/``bf16``/``fp16`` for a short or long name (``float16``, ``torch.float16``); checked, no torch."""
+    name = name.removeprefix("torch.")
+    short = next((k for k, v in DTYPES.items() if name in (k, v)), None)
+    if short is None:
+        raise ModelError(f"dtype {name!r} is not supported; use one of fp32, bf16, fp16")
+    return short
 
 
 def parse_dtype(name: str) -> torch.dtype:
     """``fp32``/``bf16``/``fp16`` (or the long names) → ``torch.dtype``; checked before torch is imported."""
-    if name not in _DTYPES:
-        raise ModelError(f"dtype {name!r} is not supported; use one of fp32, bf16, fp16")
+    short = short_dtype(name)
     import torch
 
-    return getattr(torch, _DTYPES[name])
+    return getattr(torch, DTYPES[short])
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-    return short.get(str(dtype).removeprefix("torch."), str(dtype))
+    try:
+        return short_dtype(str(dtype))
+    except ModelError:
+        return str(dtype)
 
 
 @dataclass(frozen=True)
@@ -277,7 +287,7 @@ def parse_profile(doc: Any, path: Path) -> Profile:
         document=dict(doc),
         gpu_dtype=f.get("gpu_dtype", str, optional=True, default="fp16"),
     )
-    if profile.gpu_dtype not in ("fp16", "bf16", "fp32"):
+    if profile.gpu_dtype not in DTYPES:
         raise ModelError(f"{path}: field 'gpu_dtype' must be fp16, bf16 or fp32")
     if not isinstance(profile.transformer_config.get("num_layers"), int):
         raise ModelError(f"{path}: field 'transformer.config.num_layers' must be the block count (an integer)")
