@@ -6,7 +6,7 @@ a fraction of a second; torch and diffusers are imported after that.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -89,32 +89,32 @@ def run_apply(schedule_path: Path, options: ModelOptions, *, compare: bool, seed
                                  scheduler=schedule.scheduler, device=placement.device)
     guidance = schedule.guidance_scale if schedule.guidance_scale is not None else profile.guidance_scale
     cost = profile.require_cost()
-    warm = _to(profile.example_inputs(batch=profile.cfg_factor * len(labels), dtype=placement.torch_dtype(),
-                                      resolution=resolution), placement.device)
-    full = None
-    if compare and compile:  # compare like with like: full compute with the same compiled blocks
-        from dataclasses import replace
 
-        with apply(pipe, replace(schedule, plan=(None,) * schedule.steps), cost=cost, compile=True):
-            print("compiling the blocks (one untimed generation) ...", flush=True)
-            generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
-            full = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
-    elif compare:
-        with torch.no_grad():  # warm-up: first calls pay one-off allocation costs
-            pipe.transformer(**warm, return_dict=False)
-        full = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
+    def run() -> Any:
+        return generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
+
+    def timed(plan_schedule: Schedule | None) -> tuple[Any, Any]:
+        """One generation with ``plan_schedule`` installed (``None``: the unpatched pipeline), after a warm-up
+        outside the timing. Eager: one transformer call pays the one-off allocations. Compiled: one untimed
+        generation, because the pipeline's own call is what gets traced."""
+        if not compile:
+            with torch.no_grad():
+                pipe.transformer(**_to(profile.example_inputs(batch=profile.cfg_factor * len(labels),
+                                                              dtype=placement.torch_dtype(), resolution=resolution),
+                                       placement.device), return_dict=False)
+        if plan_schedule is None:
+            return run(), None
+        with apply(pipe, plan_schedule, cost=cost, compile=compile) as handle:
+            if compile:
+                print("compiling the blocks (one untimed generation) ...", flush=True)
+                run()
+                handle.reset_stats()
+            return run(), handle
+
+    # full compute for --compare: with the same compiled blocks under --compile (like with like)
+    full = timed(replace(schedule, plan=(None,) * schedule.steps) if compile else None)[0] if compare else None
     reset_peak_memory(placement.device)
-    with apply(pipe, schedule, cost=cost, compile=compile) as handle:
-        if compile:  # compile in one untimed generation: the pipeline's own call is what gets traced
-            print("compiling the blocks (one untimed generation) ...", flush=True)
-            generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
-        else:
-            pipe.scheduler.set_timesteps(schedule.steps)  # the warm-up call is step 0 of a generation of T steps
-            with torch.no_grad():  # warm-up outside the timing
-                pipe.transformer(**warm, return_dict=False)
-        handle.reset()
-        handle.reset_stats()
-        cached = generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
+    cached, handle = timed(schedule)
     save_image_grid([("schedule", cached.images)], out / "schedule.png")
     print(f"schedule: {schedule_path} ({profile.name}, T={schedule.steps}, {schedule.full_steps} full steps) "
           f"on {placement}{', blocks compiled' if compile else ''}")
@@ -384,8 +384,6 @@ def run_search(options: ModelOptions, *, budget_text: str, trials: int, space_na
     out = ensure_writable_dir(out)
     cost = profile.require_cost()
     check_budget_reachable(space, cost, profile.steps, budget)
-
-    from dataclasses import replace
 
     from autodelta.search_outputs import write_outputs
     from autodelta.workers import WorkerPool
