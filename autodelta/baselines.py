@@ -231,6 +231,22 @@ def tune_threshold(name: str, measure: Callable[[Callable[[Any], _Installed]], A
     return best
 
 
-def resolve_plan(name: str, cost: CostModel, steps: int, budget: Budget) -> Sequence[Step]:
-    """The plan of a schedule baseline at ``budget``."""
+def _greedy(evaluator: Any, budget: Budget) -> Sequence[Step]:
+    from autodelta.greedy import greedy_plan
+
+    return greedy_plan(evaluator, budget)
+
+
+CALIBRATED_BASELINES: dict[str, Callable[[Any, Budget], Sequence[Step]]] = {"greedy": _greedy}
+"""Baselines whose plan is chosen on calibration items: name → (their evaluator, budget) → plan."""
+
+
+def resolve_plan(name: str, cost: CostModel, steps: int, budget: Budget,
+                 calibration: Callable[[], Any] | None = None) -> Sequence[Step]:
+    """The plan of a schedule baseline at ``budget``; a calibrated one is chosen on ``calibration()``'s items."""
+    if name in CALIBRATED_BASELINES:
+        if calibration is None:
+            raise BudgetError(f"baseline {name} chooses its plan on calibration items; give them "
+                              "(the CLI does: the profile's calibration seeds)")
+        return CALIBRATED_BASELINES[name](calibration(), budget)
     return SCHEDULE_BASELINES[name](cost, steps, budget)

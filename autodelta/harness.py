@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from autodelta.calibration import CalibrationSet
 from autodelta.cost import CostModel
-from autodelta.errors import AutodeltaError
 from autodelta.models import Profile
 from autodelta.runtime import find_blocks
 from autodelta.scoring import Scorer
@@ -180,17 +179,8 @@ class Comparison:
         calibration items (``calibration()`` gives their evaluator), or a threshold tuned on these items."""
         from autodelta.baselines import get_baseline, resolve_plan, tune_threshold
 
-        kind = get_baseline(name).kind
-        if kind in ("schedule", "calibrated"):
-            if kind == "calibrated":
-                from autodelta.greedy import greedy_plan
-
-                if calibration is None:
-                    raise AutodeltaError(f"baseline {name} chooses its plan on calibration items; give them "
-                                         "(the CLI does: the profile's calibration seeds)")
-                plan: Sequence[Any] = greedy_plan(calibration(), budget)
-            else:
-                plan = resolve_plan(name, self.cost, self.profile.steps, budget)
+        if get_baseline(name).kind in ("schedule", "calibrated"):
+            plan = resolve_plan(name, self.cost, self.profile.steps, budget, calibration)
             full_steps = sum(step is None for step in plan)
             return self.plan(name, plan, f"{full_steps} full steps of {len(plan)}")
         tuned = tune_threshold(name, lambda installer: self.runner.run(installer, desc=f"{name} tuning"), budget)
