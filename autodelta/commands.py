@@ -221,7 +221,7 @@ def run_rule(model: str, budget_text: str, steps: Optional[int], out: Path) -> N
     _, boundary_note = paper_boundary(steps)
     schedule = Schedule(
         model=spec.name, pretrained=spec.pretrained_id, num_blocks=spec.num_blocks, scheduler=spec.scheduler,
-        steps=steps, guidance_scale=spec.guidance_scale, plan=plan, source=None if spec.origin == spec.name else spec.shareable_origin,
+        steps=steps, guidance_scale=spec.guidance_scale, plan=plan, source=spec.schedule_source,
         params={**params.as_dict(), "source": f"paper rule at budget {budget}", "boundary_rule": boundary_note},
         cost=cost.summary(plan), provenance={"study": None, "trial": None},
     )

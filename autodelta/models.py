@@ -100,10 +100,12 @@ class Profile:
         return self.source if not Path(self.source).exists() else None
 
     @property
-    def shareable_origin(self) -> str:
-        """How a schedule file names this model's origin: the profile name, or a path as given if relative."""
-        origin = self.origin or self.name
-        return Path(origin).name if Path(origin).is_absolute() else origin
+    def schedule_source(self) -> str | None:
+        """What a schedule records as its model's origin: nothing for a profile found by name, else the
+        path, folder or hub id as given if relative, only its last part if absolute (no local paths)."""
+        if self.origin in ("", self.name):
+            return None
+        return Path(self.origin).name if Path(self.origin).is_absolute() else self.origin
 
     @property
     def adapter(self) -> ModelAdapter:

@@ -22,7 +22,7 @@ def _schedule_of(record: TrialRecord, settings: SearchSettings, evaluator: Any, 
     calib = len(getattr(evaluator, "calibration", ()))
     return Schedule(
         model=profile.name, pretrained=profile.pretrained_id, num_blocks=profile.num_blocks, scheduler=profile.scheduler,
-        source=None if profile.origin in ("", profile.name) else profile.shareable_origin,
+        source=profile.schedule_source,
         steps=profile.steps, guidance_scale=profile.guidance_scale, plan=record.plan,
         params={"family": settings.space.family, "space": settings.space.name, **record.params},
         cost=evaluator.cost.summary(record.plan),

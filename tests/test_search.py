@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class _Profile:
     name, pretrained, num_blocks, scheduler, steps, guidance_scale = "synthetic", None, 28, "DDIMScheduler", 20, 1.0
-    pretrained_id, origin, shareable_origin = None, "synthetic", "synthetic"
+    pretrained_id, schedule_source = None, None
 
 
 def _settings(tmp_path, space="delta-dit", budget="1.6x", trials=30, **kw):
