@@ -199,3 +199,27 @@ def test_apply_compile_from_the_cli_compares_like_with_like(capsys, tmp_path):
         return float(text.split("PSNR to full:")[1].split("dB")[0])
 
     assert psnr(out) == pytest.approx(psnr(eager), abs=0.05)  # compiled schedule vs compiled full = eager vs eager
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_step_sampler_draws_the_pipelines_noise_in_half_precision(dtype, monkeypatch):
+    """DiTPipeline draws noise in the model's dtype; a sampler that rounds fp32 noise scores other images on
+    machines whose half-precision randn differs (seen on a GPU host: 15 dB apart)."""
+    profile = load_profile("tiny-dit")
+    pipe = profile.load_pipeline(dtype=dtype)
+    first: list[torch.Tensor] = []
+    handle = pipe.transformer.register_forward_pre_hook(lambda _m, args: first.append(args[0].clone()) if not first else None)
+    real_randn = torch.randn
+
+    def randn(*args, **kwargs):  # a half-precision randn unlike rounded fp32 (as on that host)
+        out = real_randn(*args, **{**kwargs, "dtype": torch.float32})
+        return (out.flip(-1) if kwargs.get("dtype") in (torch.float16, torch.bfloat16) else out).to(kwargs.get("dtype"))
+
+    monkeypatch.setattr(torch, "randn", randn)
+    try:
+        profile.adapter.call(pipe, [3, 7], [11, 12], steps=1, guidance=profile.guidance_scale)
+        sampler = profile.adapter.sampler(pipe, [3, 7], [11, 12])
+    finally:
+        handle.remove()
+    assert sampler.latents0.dtype == dtype
+    assert torch.equal(torch.cat([sampler.latents0] * 2), first[0])

@@ -48,9 +48,13 @@ class ClassConditionalSampler(StepSampler):
         if type(pipe).__name__ != "DiTPipeline":
             raise ModelError(f"{type(pipe).__name__} is not a DiTPipeline; use the adapter of its family")
         super().__init__(pipe, seeds, steps, guidance_scale, int(pipe.transformer.config.sample_size))
-        noise = [torch.randn((1, self.channels, self.size, self.size), generator=torch.Generator().manual_seed(s))
-                 for s in self.seeds]
-        self.latents0 = torch.cat(noise).to(device=self.device, dtype=self.dtype)
+        # drawn as DiTPipeline draws them (diffusers' randn_tensor, in the model's dtype): fp16 noise is not
+        # fp32 noise rounded on every CPU, and a sampler that differs from the pipeline scores other images
+        from diffusers.utils.torch_utils import randn_tensor
+
+        generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+        self.latents0 = randn_tensor((len(generators), self.channels, self.size, self.size), generator=generators,
+                                     device=self.device, dtype=self.dtype)
         labels_t = torch.tensor(list(labels), device=self.device).reshape(-1)
         null = torch.tensor([1000] * len(labels_t), device=self.device)
         self.class_input = torch.cat([labels_t, null], 0) if self.cfg else labels_t

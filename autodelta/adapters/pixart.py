@@ -81,7 +81,9 @@ class PixArt(ModelAdapter):
         """``pipe(prompt_embeds=…)`` at ``resolution`` pixels, without resolution binning."""
         resolution = resolution or self.profile.resolution
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
-        embeddings = (conditioning or self.conditioning()).pipeline_kwargs(conditions, pipe.transformer.dtype)
+        # on the pipeline's device: PixArtAlphaPipeline moves the embeddings, not their attention masks
+        embeddings = (conditioning or self.conditioning()).pipeline_kwargs(conditions, pipe.transformer.dtype,
+                                                                           pipe._execution_device)
         return pipe(**embeddings, negative_prompt=None, guidance_scale=guidance, generator=generators,
                     num_inference_steps=steps, height=resolution, width=resolution, use_resolution_binning=False,
                     output_type="np")
@@ -124,9 +126,11 @@ class PromptSampler(StepSampler):
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(0)
         generators = [torch.Generator().manual_seed(s) for s in self.seeds]
-        noise = [torch.randn((1, self.channels, self.size, self.size), generator=g, dtype=self.dtype)
-                 for g in generators]
-        latents = torch.cat(noise).to(self.device) * scheduler.init_noise_sigma
+        from diffusers.utils.torch_utils import randn_tensor
+
+        noise = randn_tensor((len(generators), self.channels, self.size, self.size), generator=generators,
+                             device=self.device, dtype=self.dtype)  # as the pipeline's prepare_latents
+        latents = noise * scheduler.init_noise_sigma
         return SamplerState(step=-1, latents=latents, scheduler=scheduler, rng=[g.get_state() for g in generators],
                             deltas={})
 
