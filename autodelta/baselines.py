@@ -8,25 +8,30 @@ Schedule baselines are explicit plans, so their MACs are exact:
 * ``deepcache``: DeepCache-style; the first and last blocks run, the middle is Δ-cached,
   every N-th step full (N and N_c from the paper's rule, the range centred).
 
-Hook baselines decide at run time; one knob (a threshold) is tuned by bisection until
-the MACs *measured* on the items reach the budget:
+Run-time baselines decide while generating; their own knob is tuned on the calibration
+items until the MACs *measured* there meet the budget (``autodelta.cache_methods``):
 
-* ``fbcache``: diffusers' ``FirstBlockCache`` (``diffusers.hooks.apply_first_block_cache``);
-* ``dbcache``: cache-dit's DBCache with its default F8B0 and 8 warm-up steps (``cache-dit`` package).
+* ``fbcache``: diffusers' FirstBlockCache (threshold);
+* ``taylorseer``: diffusers' TaylorSeer cache, first-order forecast of each block's output
+  (cache interval and warm-up steps);
+* ``magcache``: diffusers' MagCache, magnitude ratios calibrated on the calibration items
+  (threshold; at most 3 skipped steps in a row, the first 20% of steps never skipped);
+* ``seacache``: diffusers' SeaCache, spectral indicators, residual order 1 (threshold);
+* ``pab``: diffusers' Pyramid Attention Broadcast, attention recomputed every N steps inside
+  a timestep window (N and the window); it skips attention modules, not blocks;
+* ``dbcache`` / ``dbcache-taylorseer``: cache-dit's DBCache (F8B0, 8 warm-up steps), plain or
+  with its first-order TaylorSeer calibrator (threshold).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from autodelta.cost import Budget, CostModel, paper_rule
-from autodelta.errors import BudgetError, ModelError
-from autodelta.logs import quieted
+from autodelta.errors import BudgetError
 from autodelta.schedule import CachedRange, Step
 
 
@@ -46,7 +51,12 @@ BASELINES: dict[str, Baseline] = {
         Baseline("greedy", "calibrated", "greedy: from all-full, replay the whole stack on the step that costs least "
                                          "quality on the calibration items, until the budget"),
         Baseline("fbcache", "hook", "diffusers FirstBlockCache, threshold tuned to the budget"),
+        Baseline("taylorseer", "hook", "diffusers TaylorSeer (first order), interval and warm-up tuned to the budget"),
+        Baseline("magcache", "hook", "diffusers MagCache, ratios calibrated, threshold tuned to the budget"),
+        Baseline("seacache", "hook", "diffusers SeaCache (residual order 1), threshold tuned to the budget"),
+        Baseline("pab", "hook", "diffusers Pyramid Attention Broadcast, skip range and window tuned to the budget"),
         Baseline("dbcache", "hook", "cache-dit DBCache (F8B0, 8 warm-up steps), threshold tuned to the budget"),
+        Baseline("dbcache-taylorseer", "hook", "cache-dit DBCache with its TaylorSeer calibrator, threshold tuned"),
     ]
 }
 
@@ -112,123 +122,6 @@ SCHEDULE_BASELINES: dict[str, Callable[[CostModel, int, Budget], Sequence[Step]]
 def _unreachable(name: str, budget: Budget, best: float, how: str) -> BudgetError:
     return BudgetError(f"baseline {name} cannot reach budget {budget}: its maximum here is {best:.3f}x ({how}); "
                        "choose a smaller budget")
-
-
-# --- hook baselines ------------------------------------------------------------------------
-class _Installed:
-    """What an installer returns: ``reset()`` before each generation, ``remove()`` at the end."""
-
-    def __init__(self, reset: Callable[[], None], remove: Callable[[], None]) -> None:
-        self.reset, self.remove = reset, remove
-
-
-def _hook_names(modules: Sequence[Any]) -> set[tuple[int, str]]:
-    from diffusers.hooks import HookRegistry
-
-    return {(index, name) for index, module in enumerate(modules)
-            for name in HookRegistry.check_if_exists_or_initialize(module).hooks}
-
-
-def fbcache_installer(threshold: float) -> Callable[[Any], _Installed]:
-    """diffusers' FirstBlockCache on ``pipe.transformer``, through public diffusers API only.
-
-    DiT and PixArt do not inherit ``CacheMixin``, so nothing opens the cache context the
-    hooks need; autodelta opens it with ``CacheMixin.cache_context`` (a plain context
-    manager on any module) and removes exactly the hooks that ``apply_first_block_cache``
-    added (found by comparing the hook registries before and after).
-    """
-
-    def install(pipe: Any) -> _Installed:
-        try:
-            from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, apply_first_block_cache
-            from diffusers.models.cache_utils import CacheMixin
-        except ImportError:
-            raise ModelError("baseline fbcache needs diffusers >= 0.35 (FirstBlockCache and cache_context); "
-                             "pip install -U diffusers") from None
-        transformer = pipe.transformer
-        modules = [transformer, *transformer.modules()]
-        before = _hook_names(modules)
-        apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=threshold))
-        added = _hook_names(modules) - before
-        registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        context = ExitStack()
-        context.enter_context(CacheMixin.cache_context(transformer, "autodelta"))
-
-        def reset() -> None:  # each generation starts without a cached residual (reset also drops the context)
-            context.close()
-            registry.reset_stateful_hooks(recurse=True)
-            context.enter_context(CacheMixin.cache_context(transformer, "autodelta"))
-
-        def remove() -> None:
-            context.close()
-            for index, name in added:
-                HookRegistry.check_if_exists_or_initialize(modules[index]).remove_hook(name, recurse=False)
-
-        return _Installed(reset, remove)
-
-    return install
-
-
-def dbcache_installer(threshold: float) -> Callable[[Any], _Installed]:
-    """cache-dit's DBCache (its defaults, ``residual_diff_threshold`` set) on the whole pipeline."""
-
-    def install(pipe: Any) -> _Installed:
-        try:
-            import cache_dit
-        except ImportError:
-            raise ModelError("baseline dbcache needs the cache-dit package; pip install cache-dit") from None
-        quiet = ExitStack()
-        # its per-call INFO lines would drown the progress bar
-        quiet.enter_context(quieted("CACHE_DIT", "cache_dit", level=logging.ERROR))
-        cache_dit.enable_cache(pipe, cache_config=cache_dit.DBCacheConfig(residual_diff_threshold=threshold))
-
-        def remove() -> None:
-            cache_dit.disable_cache(pipe)
-            quiet.close()
-
-        # cache-dit opens a fresh cache context on every pipeline call: nothing to reset
-        return _Installed(lambda: None, remove)
-
-    return install
-
-
-HOOK_BASELINES: dict[str, Callable[[float], Callable[[Any], _Installed]]] = {
-    "fbcache": fbcache_installer, "dbcache": dbcache_installer,
-}
-
-
-@dataclass
-class Tuned:
-    """A hook baseline's threshold and what it measured there."""
-
-    threshold: float
-    speedup: float
-    run: Any
-
-
-def tune_threshold(name: str, measure: Callable[[Callable[[Any], _Installed]], Any], budget: Budget,
-                   low: float = 1e-3, high: float = 10.0, iterations: int = 8) -> Tuned:
-    """Bisection in log-threshold for the smallest threshold whose measured speed-up meets the budget.
-
-    ``measure(installer)`` generates the items and returns a run with ``.speedup``.
-    """
-    make = HOOK_BASELINES[name]
-    top = measure(make(high))
-    if not budget.allows(top.speedup):
-        raise _unreachable(name, budget, top.speedup, f"threshold {high:g}, as much skipping as the method allows")
-    best = Tuned(high, top.speedup, top)
-    lo, hi = math.log(low), math.log(high)
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        run = measure(make(math.exp(mid)))
-        if budget.allows(run.speedup):
-            hi = mid
-            best = Tuned(math.exp(mid), run.speedup, run)
-            if run.speedup <= budget.speedup * (1 + TOLERANCE):
-                break  # equal MACs within tolerance: close enough
-        else:
-            lo = mid
-    return best
 
 
 def _greedy(evaluator: Any, budget: Budget) -> Sequence[Step]:

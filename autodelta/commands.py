@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from autodelta.devices import inputs_on
 from autodelta.errors import AutodeltaError, ScheduleError
 from autodelta.files import ensure_writable_dir
 
@@ -99,7 +100,7 @@ def run_apply(schedule_path: Path, options: ModelOptions, *, compare: bool, seed
         generation, because the pipeline's own call is what gets traced."""
         if not compile:
             with torch.no_grad():
-                pipe.transformer(**_to(profile.example_inputs(batch=profile.cfg_factor * len(labels),
+                pipe.transformer(**inputs_on(profile.example_inputs(batch=profile.cfg_factor * len(labels),
                                                               dtype=placement.torch_dtype(), resolution=resolution),
                                        placement.device), return_dict=False)
         if plan_schedule is None:
@@ -136,20 +137,6 @@ def run_apply(schedule_path: Path, options: ModelOptions, *, compare: bool, seed
         )
         print(f"wrote {out / 'compare.png'}")
     print(f"wrote {out / 'schedule.png'}")
-
-
-def _to(inputs: dict[str, Any], device: str) -> dict[str, Any]:
-    """Transformer inputs on ``device`` (nested dicts such as PixArt's ``added_cond_kwargs`` too)."""
-    import torch
-
-    def move(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.to(device)
-        if isinstance(value, dict):
-            return {k: move(v) for k, v in value.items()}
-        return value
-
-    return {k: move(v) for k, v in inputs.items()}
 
 
 def run_show(schedule_path: Path, png: Optional[Path]) -> None:
@@ -191,7 +178,7 @@ def run_profile(model: str, options: ModelOptions, *, write: bool, out: Optional
         transformer = spec.load_pipeline(dtype=placement.torch_dtype(), device=placement.device).transformer
     else:
         transformer = spec.build_transformer().to(device=placement.device, dtype=placement.torch_dtype())
-    inputs = _to(spec.example_inputs(batch=batch, dtype=placement.torch_dtype(), resolution=resolution),
+    inputs = inputs_on(spec.example_inputs(batch=batch, dtype=placement.torch_dtype(), resolution=resolution),
                  placement.device)
     result = profile(transformer, inputs, spec.blocks_attr, repeats=repeats, progress=True, resolution=resolution)
     blocks = result.blocks_macs

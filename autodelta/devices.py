@@ -109,3 +109,17 @@ def peak_memory_bytes(device: Any) -> int | None:
     if torch.device(device).type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return None
+
+
+def inputs_on(inputs: dict[str, Any], device: Any) -> dict[str, Any]:
+    """Transformer inputs on ``device`` (nested dicts such as PixArt's ``added_cond_kwargs`` too)."""
+    import torch
+
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return {k: move(v) for k, v in inputs.items()}

@@ -1,11 +1,12 @@
-"""One harness for every caching method: real pipeline calls, item by item, blocks counted.
+"""One harness for every caching method: real pipeline calls, item by item, computed work counted.
 
-Schedules (autodelta's, the paper's, FORA, DeepCache) and dynamic hooks (diffusers'
-FirstBlockCache, cache-dit's DBCache) decide differently what to skip, so the harness
-does not ask them: it counts. A counting hook sits *innermost* on every block, so it
-sees only blocks that really ran, whatever the method wraps around them. Items run one
-at a time (batch 1, doubled by CFG), as users generate, because dynamic methods decide
-per call from the whole batch.
+Schedules (autodelta's, the paper's, FORA, DeepCache) and run-time hooks (diffusers'
+FirstBlockCache, TaylorSeer, MagCache, SeaCache, PAB; cache-dit's DBCache) decide
+differently what to skip, so the harness does not ask them: it counts. A counting hook
+sits *innermost* on every block and on its attention and feed-forward modules, so it sees only
+the work that really ran, whatever the method wraps around it (PAB and TaylorSeer skip those
+modules inside blocks that still run). Items run one at a time (batch 1, doubled by
+CFG), as users generate, because dynamic methods decide per call from the whole batch.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 
 from autodelta.calibration import CalibrationSet
 from autodelta.cost import CostModel
+from autodelta.devices import inputs_on
 from autodelta.models import Profile
 from autodelta.runtime import find_blocks
 from autodelta.scoring import Scorer
@@ -35,12 +37,12 @@ Installer = Callable[[Any], Any]
 
 
 class _ComputeCounter(ModelHook):
-    def __init__(self, counts: list[int], index: int) -> None:
+    def __init__(self, counts: dict[Any, int], key: Any) -> None:
         super().__init__()
-        self.counts, self.index = counts, index
+        self.counts, self.key = counts, key
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        self.counts[self.index] += 1
+        self.counts[self.key] += 1
         return self.fn_ref.original_forward(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -64,25 +66,58 @@ class ItemwiseRunner:
         self.blocks = find_blocks(pipe.transformer, profile.blocks_attr)
         self.counts = [0] * len(self.blocks)
         self.calls = 0
+        self._module_macs: list[dict[str, float]] | None = None
+        self._module_counts: dict[Any, int] = {}
+
+    def with_items(self, items: CalibrationSet) -> ItemwiseRunner:
+        """The same pipeline and counters' costs on other items."""
+        other = ItemwiseRunner(self.profile, self.pipe, items, self.cost, self.resolution, self.conditioning,
+                               self.progress)
+        other._module_macs = self._module_macs
+        return other
+
+    def subset(self, size: int) -> ItemwiseRunner:
+        """The first ``size`` items (for settings whose MACs do not depend on the item)."""
+        return self.with_items(CalibrationSet(self.items.labels[:size], self.items.seeds[:size]))
+
+    @property
+    def module_macs(self) -> list[dict[str, float]]:
+        """Per block, per-sample MACs of its attention and feed-forward modules (fvcore, on example inputs)."""
+        if self._module_macs is None:
+            from autodelta.profiler import module_macs
+
+            transformer = self.pipe.transformer
+            param = next(transformer.parameters())
+            inputs = inputs_on(self.profile.example_inputs(batch=self.cost.cfg_factor, dtype=param.dtype,
+                                                     resolution=self.resolution), param.device)
+            self._module_macs = module_macs(transformer, inputs, self.profile.blocks_attr)
+        return self._module_macs
 
     @contextmanager
     def _counting(self) -> Iterator[None]:
-        """Counters innermost on every block: register before the method's own hooks."""
-        self.counts[:] = [0] * len(self.blocks)
+        """Counters innermost on every block and its attention and feed-forward modules: registered before
+        the method's own hooks."""
         self.calls = 0
+        counted: list[tuple[torch.nn.Module, tuple[Any, ...]]] = [
+            (block, ("block", index)) for index, block in enumerate(self.blocks)]
+        counted += [(getattr(block, name), ("module", index, name))
+                    for index, block in enumerate(self.blocks) for name in self.module_macs[index]]
+        self._module_counts = {key: 0 for _, key in counted}
 
         def count_call(*_: Any) -> None:
             self.calls += 1
 
         handle = self.pipe.transformer.register_forward_pre_hook(count_call)
-        for index, block in enumerate(self.blocks):
-            HookRegistry.check_if_exists_or_initialize(block).register_hook(_ComputeCounter(self.counts, index), _COUNTER)
+        for module, key in counted:
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(
+                _ComputeCounter(self._module_counts, key), _COUNTER)
         try:
             yield
         finally:
             handle.remove()
-            for block in self.blocks:
-                HookRegistry.check_if_exists_or_initialize(block).remove_hook(_COUNTER, recurse=False)
+            for module, _ in counted:
+                HookRegistry.check_if_exists_or_initialize(module).remove_hook(_COUNTER, recurse=False)
+            self.counts[:] = [self._module_counts[("block", i)] for i in range(len(self.blocks))]
 
     def run(self, install: Installer | None = None, desc: str = "generate") -> Run:
         """Generate every item with ``install(pipe)`` in place (``None``: full compute)."""
@@ -112,9 +147,14 @@ class ItemwiseRunner:
         return Run(images=stacked, macs=macs, speedup=full / macs if macs else float("inf"), seconds=seconds)
 
     def _measured_macs(self) -> float:
-        """Per-item MACs from what ran: pre/post on every call, each block as often as it computed."""
+        """Per-item MACs from what ran: pre/post on every call, each block's attention and feed-forward modules
+        as often as they computed, the rest of the block as often as the block did."""
+        counts = self._module_counts
         per_sample = self.calls * (self.cost.pre + self.cost.post)
-        per_sample += sum(n * m for n, m in zip(self.counts, self.cost.blocks))
+        for index, block_macs in enumerate(self.cost.blocks):
+            attention = self.module_macs[index]
+            per_sample += counts[("block", index)] * (block_macs - sum(attention.values()))
+            per_sample += sum(counts[("module", index, name)] * macs for name, macs in attention.items())
         return self.cost.cfg_factor * per_sample / max(len(self.items), 1)
 
 
@@ -145,13 +185,18 @@ class MethodResult:
 
 
 class Comparison:
-    """Full compute once, then any schedule or baseline scored against it on the same items."""
+    """Full compute once, then any schedule or baseline scored against it on the same items.
+
+    Run-time methods get their knob tuned on ``calibration_items`` (default: the profile's
+    calibration seeds), never on the scored items, like the search.
+    """
 
     def __init__(self, profile: Profile, pipe: Any, items: CalibrationSet, cost: CostModel,
                  metrics: Sequence[str] | None = None, resolution: int | None = None, conditioning: Any = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, calibration_items: CalibrationSet | None = None) -> None:
         self.profile, self.cost, self.items = profile, cost, items
         self.runner = ItemwiseRunner(profile, pipe, items, cost, resolution, conditioning, progress)
+        self.calibration_items = calibration_items or CalibrationSet.from_profile(profile, None)
         self.scorer = Scorer(profile, metrics)
         self.reference = self.runner.run(None, desc="full compute")
 
@@ -176,12 +221,15 @@ class Comparison:
 
     def baseline(self, name: str, budget: Any, calibration: Callable[[], Any] | None = None) -> MethodResult:
         """Baseline ``name`` set to ``budget``: a plan resolved from the cost, a plan chosen on the
-        calibration items (``calibration()`` gives their evaluator), or a threshold tuned on these items."""
-        from autodelta.baselines import get_baseline, resolve_plan, tune_threshold
+        calibration items (``calibration()`` gives their evaluator), or a run-time method whose knob is
+        tuned on the calibration items and then run, and counted, on these items."""
+        from autodelta.baselines import get_baseline, resolve_plan
+        from autodelta.cache_methods import METHODS, raise_until_met, tune
 
         if get_baseline(name).kind in ("schedule", "calibrated"):
             plan = resolve_plan(name, self.cost, self.profile.steps, budget, calibration)
             full_steps = sum(step is None for step in plan)
             return self.plan(name, plan, f"{full_steps} full steps of {len(plan)}")
-        tuned = tune_threshold(name, lambda installer: self.runner.run(installer, desc=f"{name} tuning"), budget)
-        return self._result(name, tuned.run, f"threshold {tuned.threshold:.4g}")
+        tuned = tune(METHODS[name], self.runner.with_items(self.calibration_items), budget, self.profile.steps)
+        run = raise_until_met(tuned, lambda installer: self.runner.run(installer, desc=name), budget)
+        return self._result(name, run, tuned.describe())

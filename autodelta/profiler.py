@@ -239,3 +239,35 @@ def profile(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: s
         result.dtype = dtype_name(first.dtype)
         result.repeats = repeats
     return result
+
+
+def module_macs(transformer: torch.nn.Module, inputs: dict[str, Any],
+                blocks_attr: str = "transformer_blocks") -> list[dict[str, float]]:
+    """Per block, per-sample MACs of each attention and feed-forward module directly inside it
+    (``attn1``, ``attn2``, ``ff``).
+
+    Pyramid Attention Broadcast and TaylorSeer skip these modules, not blocks; the harness
+    counts their calls, and these costs turn the counts into MACs (docs/design.md §2).
+    """
+    from diffusers.models.attention import FeedForward
+    from diffusers.models.attention_processor import Attention
+
+    blocks = find_blocks(transformer, blocks_attr)
+    batch = int(inputs["hidden_states"].shape[0])
+    captured: list[dict[str, Any]] = []
+    handles = [block.register_forward_pre_hook(lambda mod, args, kwargs: captured.append(_block_kwargs(args, kwargs)),
+                                               with_kwargs=True) for block in blocks]
+    try:
+        with torch.no_grad():
+            transformer(**inputs, return_dict=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    out: list[dict[str, float]] = []
+    with torch.no_grad(), quieted("fvcore", level=logging.ERROR):
+        for block, kwargs in zip(blocks, captured):
+            names = [name for name, child in block.named_children() if isinstance(child, (Attention, FeedForward))]
+            by_module = count_macs(block, kwargs).by_module() if names else {}
+            # fvcore names the traced wrapper's children "module.<name>"
+            out.append({name: float(by_module.get(f"module.{name}", by_module.get(name, 0))) / batch for name in names})
+    return out

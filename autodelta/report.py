@@ -143,16 +143,19 @@ def save_quality_png(points: dict[str, list[tuple[float, float]]], path: str | o
     import matplotlib
 
     matplotlib.use("Agg")
+    import itertools
+
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for (name, values), marker in zip(points.items(), ["*", "s", "^", "D", "v", "P", "o"]):
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    markers = itertools.chain(["*"], itertools.cycle(["s", "^", "D", "v", "P", "o", "X", "<", ">", "h"]))
+    for (name, values), marker in zip(points.items(), markers):
         values = sorted(v for v in values if v[1] == v[1])  # drop NaN (unreachable budgets)
         if values:
             ax.plot([v[0] for v in values], [v[1] for v in values], f"-{marker}", ms=9 if marker == "*" else 5,
-                    label=name, lw=2.2 if marker == "*" else 1.2)
+                    label=name, lw=2.2 if marker == "*" else 1.0)
     ax.set_xlabel("MACs speed-up (measured)")
     ax.set_ylabel(metric)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=7, loc="best", ncol=2)
     ax.grid(alpha=0.3)
     _save_figure(fig, path)

@@ -68,22 +68,23 @@ def test_harness_counts_exactly_what_a_plan_runs(profile, runner):
 
 
 def test_first_block_cache_is_tuned_to_the_budget_and_removed_cleanly(profile, runner):
-    from autodelta.baselines import fbcache_installer
+    from autodelta.cache_methods import METHODS
 
     full = runner.run()
-    never = runner.run(fbcache_installer(0.0))  # threshold 0: every step computes every block
+    never = runner.run(METHODS["fbcache"].install(0.0, None))  # threshold 0: every step computes every block
     assert never.speedup == pytest.approx(1.0) and torch.equal(never.images, full.images)
-    comparison = Comparison(profile, runner.pipe, runner.items, runner.cost, metrics=["psnr"])
+    comparison = Comparison(profile, runner.pipe, runner.items, runner.cost, metrics=["psnr"],
+                            calibration_items=CalibrationSet.from_profile(profile, 3))
     result = comparison.baseline("fbcache", parse_budget("1.3x"))
-    assert 1.3 <= result.speedup < 1.3 * 1.1 and "threshold" in result.detail
+    assert 1.3 * 0.995 <= result.speedup < 1.3 * 1.15 and "threshold" in result.detail
     assert torch.equal(runner.run().images, full.images)  # hooks gone: full compute again
 
 
 def test_dbcache_runs_through_cache_dit(profile, runner):
-    from autodelta.baselines import dbcache_installer
+    from autodelta.cache_methods import cache_dit_installer
 
     full = runner.run()
-    cached = runner.run(dbcache_installer(10.0))  # caches every step after its 8 warm-up steps
+    cached = runner.run(cache_dit_installer(10.0))  # caches every step after its 8 warm-up steps
     # F8B0: 8 warm-up steps of 28 blocks, then only the first 8 blocks
     assert runner.counts[0] == 3 * 20 and runner.counts[27] == 3 * 8
     cost = runner.cost  # per item: 20 calls, blocks 0-7 on every call, blocks 8-27 on the 8 warm-up calls only
@@ -126,3 +127,56 @@ def test_greedy_from_the_cli(capsys, tmp_path):
     assert "greedy (" in out and "MACs speed-up (measured)" in out
     speed = float(out.split("greedy (")[1].split("):")[1].split("x")[0])
     assert speed >= 1.3
+
+
+def test_pab_skips_attention_inside_blocks_and_the_harness_counts_it(profile, runner):
+    """PAB leaves every block running; the counters on the attention modules see the skipped calls."""
+    from autodelta.cache_methods import METHODS
+
+    run = runner.run(METHODS["pab"].install((3, (0, 1000)), None))
+    counts = runner._module_counts
+    assert runner.counts == [3 * 20] * 28  # every block ran on every step
+    attention = [counts[("module", i, "attn1")] for i in range(28)]
+    assert all(0 < a < 3 * 20 for a in attention)
+    ff = [counts[("module", i, "ff")] for i in range(28)]
+    assert ff == [3 * 20] * 28
+    cost, macs = runner.cost, runner.module_macs
+    per_item = 20 * (cost.pre + cost.post) + sum(
+        20 * (cost.blocks[i] - sum(macs[i].values())) + (attention[i] / 3) * macs[i]["attn1"] + 20 * macs[i]["ff"]
+        for i in range(28))
+    assert run.macs == pytest.approx(cost.cfg_factor * per_item)
+    assert 1.0 < run.speedup < 1.6  # attention is about a third of a block here
+    assert torch.equal(runner.run().images, runner.run().images)
+
+
+@pytest.mark.parametrize("name", ["taylorseer", "magcache", "seacache", "dbcache-taylorseer"])
+def test_run_time_methods_are_tuned_on_calibration_items_to_the_budget(profile, name):
+    """Each method's own knob meets the budget on the calibration items; the scored items are others."""
+    from autodelta.cache_methods import METHODS, meets, tune
+
+    pipe = profile.load_pipeline()
+    calibration = ItemwiseRunner(profile, pipe, CalibrationSet.from_profile(profile, 2), profile.cost_model())
+    budget = parse_budget("1.6x")
+    tuned = tune(METHODS[name], calibration, budget, profile.steps)
+    assert meets(budget, tuned.speedup) and tuned.speedup < 1.6 * 1.35
+    comparison = Comparison(profile, pipe, CalibrationSet.from_profile(profile, 2, heldout=True), profile.cost_model(),
+                            metrics=["psnr"], calibration_items=calibration.items)
+    result = comparison.baseline(name, budget)
+    assert meets(budget, result.speedup) and result.metrics["psnr"] < float("inf")
+
+
+def test_magcache_calibrates_one_ratio_per_step(profile):
+    from autodelta.cache_methods import _magcache_ratios
+
+    runner = ItemwiseRunner(profile, profile.load_pipeline(), CalibrationSet.from_profile(profile, 2),
+                            profile.cost_model())
+    steps, ratios = _magcache_ratios(runner, profile.steps)
+    assert steps == profile.steps and len(ratios) == profile.steps
+    assert all(0.5 < r < 1.5 for r in ratios)  # magnitude ratios of consecutive residuals
+
+
+def test_a_budget_beyond_a_methods_reach_names_its_maximum(capsys, profile):
+    comparison = Comparison(profile, profile.load_pipeline(), CalibrationSet.from_profile(profile, 1, heldout=True),
+                            profile.cost_model(), metrics=["psnr"], calibration_items=CalibrationSet.from_profile(profile, 1))
+    with pytest.raises(BudgetError, match=r"pab cannot reach budget 3x: its maximum here is \d+\.\d+x"):
+        comparison.baseline("pab", parse_budget("3x"))
