@@ -106,8 +106,9 @@ def rule_cmd(
 def evaluate_cmd(
     schedule_path: Optional[Path] = typer.Argument(None, metavar="[SCHEDULE.yaml]",
                                                    help="Schedule to score (or use --baseline)."),
-    baseline: Optional[str] = typer.Option(None, help="Score a caching baseline instead: paper, fora, deepcache, "
-                                                      "greedy, fbcache or dbcache, set to --budget."),
+    baseline: Optional[str] = typer.Option(None, help="Score a caching baseline instead, set to --budget: paper, "
+                                                      "fora, deepcache, greedy, fbcache, taylorseer, magcache, seacache, "
+                                                      "pab, dbcache or dbcache-taylorseer."),
     budget: str = _BUDGET,
     model: Optional[str] = typer.Option(None, help="The model (default: the schedule's; tiny-dit for --baseline)."),
     calib: Optional[int] = typer.Option(None, help="Calibration items (conditions x seeds); default: all."),
