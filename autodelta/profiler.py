@@ -66,6 +66,16 @@ def count_macs(module: torch.nn.Module, kwargs: dict[str, Any], args: tuple[torc
     return analysis
 
 
+def _call_with_hooks(transformer: torch.nn.Module, inputs: dict[str, Any], handles: list[Any]) -> None:
+    """One no-grad call that the capturing ``handles`` observe; they are removed whatever happens."""
+    try:
+        with torch.no_grad():
+            transformer(**inputs, return_dict=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def _block_kwargs(block_forward_args: tuple[Any, ...], block_kwargs: dict[str, Any]) -> dict[str, Any]:
     kwargs = dict(block_kwargs)
     if block_forward_args:
@@ -150,12 +160,7 @@ def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_at
                 lambda mod, args, kwargs, name=name: order.append((name, mod, args, kwargs)), with_kwargs=True))
     handles.append(blocks[0].register_forward_pre_hook(
         lambda mod, args: order.append((blocks_attr, mod, (), {}))))
-    try:
-        with torch.no_grad():
-            transformer(**inputs, return_dict=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _call_with_hooks(transformer, inputs, handles)
     with torch.no_grad(), quieted("fvcore", level=logging.ERROR):
         whole = count_macs(transformer, {**inputs, "return_dict": False})
         total = whole.total()
@@ -257,12 +262,7 @@ def module_macs(transformer: torch.nn.Module, inputs: dict[str, Any],
     captured: list[dict[str, Any]] = []
     handles = [block.register_forward_pre_hook(lambda mod, args, kwargs: captured.append(_block_kwargs(args, kwargs)),
                                                with_kwargs=True) for block in blocks]
-    try:
-        with torch.no_grad():
-            transformer(**inputs, return_dict=False)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _call_with_hooks(transformer, inputs, handles)
     out: list[dict[str, float]] = []
     with torch.no_grad(), quieted("fvcore", level=logging.ERROR):
         for block, kwargs in zip(blocks, captured):
