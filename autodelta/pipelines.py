@@ -8,6 +8,7 @@ schedules (``rule``, ``show``, every input error) never import them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import diffusers
@@ -79,7 +80,7 @@ def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.d
     extra = profile.adapter.pipeline_components()  # e.g. PixArt runs without its text encoder
     if profile.weights is not None:
         transformer = build_transformer(profile, seed)
-        transformer.load_state_dict(_load_shipped_weights(profile), strict=True)
+        transformer.load_state_dict(_load_shipped_weights(profile, transformer.state_dict()), strict=True)
         pipe = pipeline_cls(transformer=transformer, vae=_build_vae(profile, seed), scheduler=build_scheduler(profile, scheduler),
                             **extra)
     elif random_weights or profile.pretrained is None:
@@ -106,7 +107,21 @@ def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.d
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
-def _load_shipped_weights(profile: Profile) -> dict[str, torch.Tensor]:
+LABEL_ROWS = "label_rows"  # safetensors metadata: the label-table rows a compact weights file keeps
+
+
+def compact_label_tables(tensors: dict[str, torch.Tensor], rows: Sequence[int]) -> tuple[dict[str, torch.Tensor],
+                                                                                         dict[str, str]]:
+    """Keep only ``rows`` of every adaLN-Zero label table (DiT keeps a 1001-row table in each block; a digit
+    model uses 11 rows), with the metadata :func:`_load_shipped_weights` needs to put them back."""
+    index = torch.tensor(list(rows))
+    compact = {k: v[index].contiguous() if k.endswith("class_embedder.embedding_table.weight") else v
+               for k, v in tensors.items()}
+    return compact, {LABEL_ROWS: ",".join(str(r) for r in rows)}
+
+
+def _load_shipped_weights(profile: Profile, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     assert profile.weights is not None
@@ -116,4 +131,14 @@ def _load_shipped_weights(profile: Profile) -> dict[str, torch.Tensor]:
             f"weights file {path} of profile {profile.name} is missing; restore it from git or retrain with "
             "`python scripts/train_tiny_dit.py`"
         )
-    return load_file(str(path))
+    tensors = load_file(str(path))
+    with safe_open(str(path), "pt") as handle:
+        rows = (handle.metadata() or {}).get(LABEL_ROWS)
+    if rows:  # a compact file: label rows the model never asks for are zero
+        index = torch.tensor([int(r) for r in rows.split(",")])
+        for key, value in tensors.items():
+            if key.endswith("class_embedder.embedding_table.weight") and key in expected:
+                table = torch.zeros(expected[key].shape, dtype=value.dtype)
+                table[index] = value
+                tensors[key] = table
+    return tensors

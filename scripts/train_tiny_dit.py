@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from autodelta.digits import accuracy, frechet_distance, load_digits, train_classifier
 from autodelta.files import atomic_write, dump_yaml
+from autodelta.pipelines import compact_label_tables
 
 logger = logging.getLogger("train_tiny_dit")
 NULL_CLASS = 1000  # DiTPipeline hard-codes class 1000 as the unconditional label
@@ -38,9 +39,9 @@ STEPS = 20
 # The shipped proxy models: architecture, seed and guidance differ so that no default fits one of them only.
 PROXIES = {
     "tiny-dit": dict(patch_size=4, heads=2, head_dim=32, layers=28, seed=0, guidance=3.0, iters=3000, batch=128,
-                     lr=5e-4),
+                     lr=5e-4, compact=False),
     "tiny-dit-p2": dict(patch_size=2, heads=3, head_dim=32, layers=24, seed=1, guidance=4.0, iters=2000, batch=512,
-                        lr=6e-4),
+                        lr=6e-4, compact=True),
 }
 
 
@@ -128,7 +129,10 @@ def train(args: argparse.Namespace) -> None:
     train_s = time.perf_counter() - t_start
 
     weights = {k: v.to("cpu", torch.float16).contiguous() for k, v in ema.state_dict().items()}
-    atomic_write(out / f"{args.name}.safetensors", _safetensors_bytes(weights))
+    metadata = None
+    if args.compact:  # the 11 label rows a digit model uses (DiTPipeline's null class is 1000)
+        weights, metadata = compact_label_tables(weights, [*range(10), NULL_CLASS])
+    atomic_write(out / f"{args.name}.safetensors", _safetensors_bytes(weights, metadata))
     atomic_write(out / f"{args.name}-classifier.safetensors", _safetensors_bytes(classifier.state_dict()))
     _plot_losses(loss_curve, out / f"{args.name}-training.png", args.name)
 
@@ -176,10 +180,10 @@ def _write_cost(profile_path: Path, repeats: int) -> None:
     spec.write_cost(result.as_dict())
 
 
-def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+def _safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     from safetensors.torch import save
 
-    return save({k: v.contiguous() for k, v in tensors.items()})
+    return save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
 
 
 def _plot_losses(losses: list[float], path: Path, name: str) -> None:
@@ -218,6 +222,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--iters", type=int)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compact", action=argparse.BooleanOptionalAction, default=None,
+                        help="ship only the 11 label-table rows a digit model uses (keeps tiny-dit-p2 under 12 MB)")
     parser.add_argument("--recost", action="store_true", help="only re-measure the cost of the trained model in --out-dir")
     parser.add_argument("--batch", type=int)
     parser.add_argument("--lr", type=float)

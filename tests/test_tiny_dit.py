@@ -33,7 +33,7 @@ def test_shipped_weights_and_classifier_generate_the_asked_digit(name):
     classifier.load_state_dict(load_file(str(tiny.path.parent / tiny.classifier)))
     splits = load_digits(seed=int(tiny.document["quality_gate"].get("seed", 0)))
     assert accuracy(classifier, splits.test_images, splits.test_labels) >= 0.95
-    assert (tiny.path.parent / tiny.weights).stat().st_size <= 16 * 2**20
+    assert (tiny.path.parent / tiny.weights).stat().st_size <= 12 * 2**20
     evaluator = DiffusionEvaluator(tiny, tiny.load_pipeline(), CalibrationSet.from_profile(tiny, 10),
                                    metrics=["classifier_accuracy"])
     assert evaluator.calibration.labels == tuple(range(10))
