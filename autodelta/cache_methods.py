@@ -54,11 +54,16 @@ def _hook_names(modules: Sequence[Any]) -> set[tuple[int, str]]:
             for name in HookRegistry.check_if_exists_or_initialize(module).hooks}
 
 
-def _noise_share(pipe: Any, timestep: Any) -> float:
+def _call_timestep(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
+    """The timestep a transformer call was given (a tensor or a number; its first item for a batch)."""
+    t = kwargs.get("timestep", args[1] if len(args) > 1 else 0)
+    return float(t.reshape(-1)[0]) if hasattr(t, "reshape") else float(t)
+
+
+def _noise_share(pipe: Any, t: float) -> float:
     """The sampler's position as a flow-matching sigma in [0, 1] (noise share s/(a+s) of x_t = a·x0 + s·ε),
     which SeaCache's spectral filter expects; DDPM-family schedulers give it through ``alphas_cumprod``."""
     alphas = getattr(pipe.scheduler, "alphas_cumprod", None)
-    t = float(timestep.reshape(-1)[0]) if hasattr(timestep, "reshape") else float(timestep)
     if alphas is None:
         return min(max(t / 1000.0, 0.0), 1.0)
     abar = float(alphas[min(max(int(round(t)), 0), len(alphas) - 1)])
@@ -93,14 +98,11 @@ def diffusers_installer(apply_name: str, make_config: Callable[[Any], Any], step
         calls = [0]
         handle = None
         if step_context:
-            steps = int(getattr(pipe.scheduler, "num_inference_steps", None) or 0)
-
             def enter_step(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-                timestep = kwargs.get("timestep", args[1] if len(args) > 1 else 0)
                 context.close()
                 context.enter_context(CacheMixin.cache_context(
-                    transformer, "autodelta", step_index=calls[0], sigma=_noise_share(pipe, timestep),
-                    num_inference_steps=int(getattr(pipe.scheduler, "num_inference_steps", None) or steps)))
+                    transformer, "autodelta", step_index=calls[0], sigma=_noise_share(pipe, _call_timestep(args, kwargs)),
+                    num_inference_steps=int(pipe.scheduler.num_inference_steps or 0)))
                 calls[0] += 1
 
             handle = transformer.register_forward_pre_hook(enter_step, with_kwargs=True)
@@ -158,9 +160,7 @@ class TimestepTracker:
 
     def attach(self, transformer: Any) -> Any:
         def grab(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-            if t is not None:
-                self.value = int(t.reshape(-1)[0]) if hasattr(t, "reshape") else int(t)
+            self.value = int(_call_timestep(args, kwargs))
 
         return transformer.register_forward_pre_hook(grab, with_kwargs=True)
 
