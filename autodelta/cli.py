@@ -151,7 +151,7 @@ def search_cmd(
     devices: Optional[str] = typer.Option(None, help="Devices for the workers in turn, e.g. cuda:0,cuda:2."),
     out: Path = typer.Option(Path("out/search"), help="Folder for the study and the outputs."),
     seed: int = typer.Option(0, help="Sampler seed."),
-    sampler: str = typer.Option("tpe", help="tpe, nsga2 or random."),
+    sampler: str = typer.Option("auto", help="auto (local on explicit spaces, else tpe), local, tpe, nsga2 or random."),
     random_weights: bool = _RANDOM_WEIGHTS,
     device: str = _DEVICE,
     dtype: str = _DTYPE,

@@ -10,6 +10,7 @@ and cached on disk. Plans that share a prefix of steps resume from a saved state
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -102,6 +103,28 @@ class DiffusionEvaluator:
     @property
     def sampler(self) -> StepSampler:
         return self.samplers[0]
+
+    def subset(self, count: int) -> DiffusionEvaluator:
+        """An evaluator on ``count`` of these items, spread over them (conditions and seeds both vary).
+
+        It shares the pipeline and slices the reference images (each item is generated
+        from its own noise, so they are what full compute gives that subset); the cheap
+        fidelity of the structure-aware search screens plans on it.
+        """
+        size = len(self.calibration)
+        if not 1 <= count <= size:
+            raise AutodeltaError(f"a screening subset of {count} items is out of range: use 1..{size}")
+        picks = sorted({(j * size) // count for j in range(count)})
+        other = copy.copy(self)
+        other.calibration = CalibrationSet(labels=tuple(self.calibration.labels[i] for i in picks),
+                                           seeds=tuple(self.calibration.seeds[i] for i in picks))
+        other.batch_size = min(self.batch_size, len(picks))
+        other.samplers = other._make_samplers()
+        other.prefix = _PrefixCache(self.prefix.max_bytes)
+        other.blocks_computed = other.blocks_naive = 0
+        other.reference = self.reference[picks]
+        other.__dict__.pop("_shape", None)
+        return other
 
     # reference ------------------------------------------------------------------------
     def reference_key(self) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class Run:
     macs: float  # per item (one generation), CFG included
     speedup: float  # full MACs / measured MACs
     seconds: float  # wall time of all items' pipeline calls
+    peak_bytes: int | None = None  # peak device memory allocated during the calls (CUDA only)
 
 
 class ItemwiseRunner:
@@ -124,6 +125,10 @@ class ItemwiseRunner:
         images: list[np.ndarray] = []
         with self._counting():
             installed = install(self.pipe) if install is not None else None
+            device = next(self.pipe.transformer.parameters()).device
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
             try:
                 seconds = 0.0
                 for label, seed in tqdm(list(zip(self.items.labels, self.items.seeds)), desc=desc, leave=False,
@@ -138,13 +143,15 @@ class ItemwiseRunner:
                                                         self.conditioning)
                     seconds += time.perf_counter() - start
                     images.append(np.asarray(out.images, dtype=np.float32))
+                peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
             finally:
                 if installed is not None:
                     installed.remove()
             macs = self._measured_macs()
         stacked = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).contiguous()
         full = self.cost.full_macs(self.profile.steps)
-        return Run(images=stacked, macs=macs, speedup=full / macs if macs else float("inf"), seconds=seconds)
+        return Run(images=stacked, macs=macs, speedup=full / macs if macs else float("inf"), seconds=seconds,
+                   peak_bytes=peak)
 
     def _measured_macs(self) -> float:
         """Per-item MACs from what ran: pre/post on every call, each block's attention and feed-forward modules
@@ -182,6 +189,7 @@ class MethodResult:
     metrics: dict[str, float]
     images: torch.Tensor
     detail: str = ""
+    extra_bytes: int | None = None  # peak device memory above full compute's: what the method holds (CUDA only)
 
 
 class Comparison:
@@ -202,8 +210,11 @@ class Comparison:
 
     def _result(self, name: str, run: Run, detail: str) -> MethodResult:
         values, _ = self.scorer.score(run.images, self.reference.images, self.items.labels)
+        extra = None
+        if run.peak_bytes is not None and self.reference.peak_bytes is not None:
+            extra = max(0, run.peak_bytes - self.reference.peak_bytes)
         return MethodResult(name=name, speedup=run.speedup, wall_speedup=self.reference.seconds / run.seconds,
-                            metrics=values, images=run.images, detail=detail)
+                            metrics=values, images=run.images, detail=detail, extra_bytes=extra)
 
     def retime(self) -> None:
         """Time full compute again (same images), so wall speed-ups compare runs made close together."""

@@ -49,6 +49,7 @@ class TrialRecord:
     metrics: dict[str, float]
     feasible: bool
     label: str | None = None
+    screen: float | None = None  # its score on the screening items, when the sampler screened it
 
 
 @dataclass
@@ -59,40 +60,70 @@ class SearchSettings:
     trials: int = 60
     storage: str | None = None
     study_name: str = "autodelta"
-    sampler: str = "tpe"
+    sampler: str = "auto"
     seed: int = 0
     resume_any: bool = False
     model: str = "model"
     seed_known: bool = True
+    screen_items: int | None = None  # the local sampler's screening subset (None: a quarter, at least 4)
     extra_attrs: dict[str, Any] = field(default_factory=dict)
 
 
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("auto", "local", "tpe", "nsga2", "random")
 
 
-def check_sampler(name: str) -> None:
+def check_sampler(name: str, space: SearchSpace | None = None) -> None:
     if name not in SAMPLERS:
         raise AutodeltaError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+    if name == "local" and space is not None and not space.family_impl.per_step:
+        raise AutodeltaError(f"sampler 'local' searches per-step spaces (explicit), not {space.name} ({space.family}); "
+                             "use --sampler tpe there, or --space explicit")
 
 
-def _sampler(settings: SearchSettings) -> optuna.samplers.BaseSampler:
+def sampler_name(settings: SearchSettings) -> str:
+    """``auto``: the structure-aware sampler on per-step spaces, TPE on parametric families."""
+    if settings.sampler == "auto":
+        return "local" if settings.space.family_impl.per_step else "tpe"
+    return settings.sampler
+
+
+def _sampler(settings: SearchSettings, evaluator: Evaluator | None) -> optuna.samplers.BaseSampler:
     """Constraint-aware samplers: the budget reaches them through ``trial.set_constraint``."""
-    check_sampler(settings.sampler)
-    if settings.sampler == "tpe":
+    check_sampler(settings.sampler, settings.space)
+    name = sampler_name(settings)
+    if name == "local":
+        if evaluator is None:  # the study is only opened to check it; nothing is sampled
+            return optuna.samplers.RandomSampler(seed=settings.seed)
+        from autodelta.plan_sampler import PlanSampler
+
+        return PlanSampler(settings.space, evaluator, settings.budget, settings.metric,
+                           screen=screen_evaluator(evaluator, settings.screen_items), seed=settings.seed)
+    if name == "tpe":
         with warnings.catch_warnings():  # `multivariate` and `group` are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True, n_startup_trials=10)
-    if settings.sampler == "nsga2":
+    if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=20)
-    if settings.sampler == "random":
+    if name == "random":
         return optuna.samplers.RandomSampler(seed=settings.seed)
     raise AssertionError(settings.sampler)
 
 
-def open_study(settings: SearchSettings) -> optuna.Study:
+def screen_evaluator(evaluator: Evaluator, items: int | None = None) -> Evaluator:
+    """The cheap fidelity: a spread subset of the calibration items (a quarter, at least 4), when the
+    evaluator can make one; otherwise the evaluator itself."""
+    subset = getattr(evaluator, "subset", None)
+    size = len(getattr(evaluator, "calibration", ()))
+    if subset is None or size == 0:
+        return evaluator
+    count = items if items is not None else max(4, size // 4)
+    return subset(count) if count < size else evaluator
+
+
+def open_study(settings: SearchSettings, evaluator: Evaluator | None = None) -> optuna.Study:
     """Create or load the study; refuse one made for another model, budget, space or metric."""
     metric = get_metric(settings.metric)
-    sampler = _sampler(settings)  # an unknown sampler is refused before any storage is touched
+    sampler = _sampler(settings, evaluator)  # an unknown sampler is refused before any storage is touched
     identity = {"model": settings.model, "budget": settings.budget.speedup, "space": settings.space.name,
                 "family": settings.space.family, "metric": settings.metric, **settings.extra_attrs}
     url = settings.storage
@@ -153,6 +184,9 @@ def best_reachable_speedup(space: SearchSpace, cost: CostModel, steps: int, samp
         return rng.randint(int(low), int(high)) if param.kind == "int" else rng.uniform(low, high)
 
     best = 1.0
+    if space.family_impl.per_step:  # one full step, then one range everywhere: the fastest plans it has
+        for cached in space.range_set(blocks):
+            best = max(best, cost.speedup([None] + [cached] * (steps - 1)))
     for suggest in [corner] + [draw] * samples:
         try:
             plan = space.plan(space.sample(suggest, steps, blocks), steps, blocks)
@@ -203,6 +237,9 @@ class Objective:
         else:
             evaluation: Evaluation = self.evaluator.evaluate(plan)
             metrics, macs, speedup = evaluation.metrics, evaluation.macs, evaluation.speedup
+        screened = getattr(self.study.sampler, "screen", None)
+        if screened is not None and tuple(plan) in screened.scores:  # both fidelities: for the report
+            trial.set_user_attr("screen", _finite_or_none(screened.scores[tuple(plan)]))
         trial.set_user_attr("trial", trial.number)
         trial.set_user_attr("plan", plan_list)
         trial.set_user_attr("metrics", {k: _finite_or_none(v) for k, v in metrics.items()})
@@ -237,7 +274,7 @@ def records(study: optuna.Study, budget: Budget, metric: str) -> list[TrialRecor
             number=t.number, params=dict(t.params), plan=decode_plan(t.user_attrs["plan"], f"trial {t.number}"),
             quality=float(t.values[0]), macs=float(t.values[1]), speedup=speedup,
             metrics=dict(t.user_attrs["metrics"]), feasible=budget.allows(speedup),
-            label=t.user_attrs.get("seed_label"),
+            label=t.user_attrs.get("seed_label"), screen=t.user_attrs.get("screen"),
         ))
     return out
 
@@ -295,7 +332,7 @@ def run_search(evaluator: Evaluator, settings: SearchSettings, progress: bool = 
     """
     metric = get_metric(settings.metric)
     check_budget_reachable(settings.space, evaluator.cost, evaluator.steps, settings.budget)
-    study = open_study(settings)
+    study = open_study(settings, evaluator)
     if not study.trials and settings.seed_known:
         enqueue_known(study, evaluator, settings)
     objective = Objective(evaluator, settings, study)
@@ -391,7 +428,7 @@ def enqueue_known(study: optuna.Study, evaluator: Evaluator, settings: SearchSet
         return settings.budget.allows(evaluator.cost.speedup(plan))
 
     for label, values in known_seeds(settings.space, rule, evaluator.steps, evaluator.num_blocks, fits):
-        free = {p.name: values[p.name] for p in settings.space.params if p.kind != "fixed"}
+        free = {p.name: values[p.name] for p in settings.space.expanded(evaluator.steps) if p.kind != "fixed"}
         study.enqueue_trial(free, user_attrs={"seed_label": label}, skip_if_exists=True)
         labels.append(label)
     return labels

@@ -34,6 +34,17 @@ def _schedule_of(record: TrialRecord, settings: SearchSettings, evaluator: Any, 
     )
 
 
+def screen_correlation(records: list[TrialRecord]) -> tuple[float, int] | None:
+    """Spearman correlation of screened and full scores over the trials that have both, and their count."""
+    pairs = [(r.screen, r.quality) for r in records if r.screen is not None]
+    if len(pairs) < 3:
+        return None
+    from scipy.stats import spearmanr
+
+    value = float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+    return value, len(pairs)
+
+
 def write_outputs(outcome: SearchOutcome, settings: SearchSettings, evaluator: Any,
                   heldout_factory: Callable[[], Any] | None, profile: Any, out: Path, top: int = 3) -> dict[str, Any]:
     """schedule.yaml, pareto.yaml, pareto.png and report.md in ``out``.
@@ -83,6 +94,7 @@ def write_outputs(outcome: SearchOutcome, settings: SearchSettings, evaluator: A
 
     ratio = getattr(evaluator, "reuse_ratio", None)
     found_at = min(r.number for r in outcome.records if r.plan == best.plan)
+    fidelity = screen_correlation(outcome.records)
     lines = [
         f"# autodelta search: {profile.name} at {settings.budget}",
         "",
@@ -93,6 +105,8 @@ def write_outputs(outcome: SearchOutcome, settings: SearchSettings, evaluator: A
         + (f"; prefix reuse: {evaluator.blocks_naive} block evaluations needed naively, "
            f"{evaluator.blocks_computed} computed ({ratio:.2f}x)" if ratio is not None else "") + ".",
         "",
+        *([f"multi-fidelity: {fidelity[1]} trials were screened on a subset of the calibration items first; Spearman "
+           f"rank correlation of screened and full scores {fidelity[0]:.3f}.", ""] if fidelity else []),
         f"| schedule | trial | MACs speed-up | {settings.metric} (calibration) | {settings.metric} (held-out) | params |",
         "|---|---|---|---|---|---|",
     ]
@@ -109,6 +123,7 @@ def write_outputs(outcome: SearchOutcome, settings: SearchSettings, evaluator: A
         "best": best.quality, "best_heldout": held.get(id(best), {}).get(settings.metric),
         "paper": paper.quality, "paper_heldout": held.get(id(paper), {}).get(settings.metric),
         "found_at": found_at, "reuse_ratio": ratio, "seconds": outcome.seconds,
+        "screen_correlation": fidelity[0] if fidelity else None,
     }
     lines = [f"best within {settings.budget}: {settings.metric} {best.quality:.3f} at {best.speedup:.3f}x "
              f"(trial {best.number}); paper rule {paper.quality:.3f} at {paper.speedup:.3f}x"]

@@ -13,6 +13,17 @@ parameters::
 
 Expressions are evaluated by :mod:`autodelta.expressions` (bounded, no code runs). The
 family itself — what its parameters mean — is an object in :mod:`autodelta.families`.
+
+A per-step family (``explicit``) also names its Δ ranges, ``name: [start, length]`` in
+``N_b``; its one parameter ``step`` repeats as ``step_1`` … ``step_{T-1}``, ranging over
+0 (full) to ``R`` (the number of ranges)::
+
+    family: explicit
+    ranges:
+      whole: [0, N_b]
+      rear:  [N_b // 4, N_b - N_b // 4]
+    params:
+      step: {int: [0, R]}
 """
 
 from __future__ import annotations
@@ -24,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autodelta.errors import AutodeltaError
+from autodelta.errors import AutodeltaError, ScheduleError
 from autodelta.expressions import ExpressionError, evaluate_expression
 from autodelta.families import FAMILIES, SearchFamily, SeedContext, get_family
+from autodelta.families.explicit import step_param
 from autodelta.files import read_yaml, shipped_dir
-from autodelta.schedule import DeltaDiTParams, Step
+from autodelta.schedule import CachedRange, DeltaDiTParams, Step, validate_plan
 
 
 def space_dir() -> Path:
@@ -63,12 +75,40 @@ class SearchSpace:
     family: str
     params: tuple[Param, ...]
     description: str = ""
+    ranges: tuple[tuple[str, Any, Any], ...] = ()  # (name, start, length) expressions, per-step families
+
+    def range_set(self, num_blocks: int) -> tuple[CachedRange, ...]:
+        """The named Δ ranges for N_b = ``num_blocks``, in file order, duplicates dropped."""
+        out: list[CachedRange] = []
+        for name, start, length in self.ranges:
+            names = {"N_b": num_blocks}
+            rng = CachedRange(int(evaluate_expression(start, names)), int(evaluate_expression(length, names)))
+            try:
+                validate_plan([None, rng], num_blocks, where=f"space {self.name}, range {name}")
+            except ScheduleError as exc:
+                raise SpaceError(str(exc)) from None
+            if rng not in out:
+                out.append(rng)
+        return tuple(out)
+
+    def expanded(self, steps: int) -> tuple[Param, ...]:
+        """The parameters a trial draws: a per-step family's one parameter once per step 1..T-1."""
+        if not self.family_impl.per_step:
+            return self.params
+        return tuple(Param(step_param(i), p.kind, p.low, p.high, p.log, p.line) for p in self.params
+                     for i in range(1, steps))
+
+    def _names(self, steps: int, num_blocks: int) -> dict[str, Any]:
+        names: dict[str, Any] = {"T": steps, "N_b": num_blocks}
+        if self.ranges:
+            names["R"] = len(self.range_set(num_blocks))
+        return names
 
     def sample(self, suggest: Callable[[Param, float, float], Any], steps: int, num_blocks: int) -> dict[str, Any]:
         """Draw parameters in order; ``suggest(param, low, high)`` picks a value (Optuna or a test)."""
-        names: dict[str, Any] = {"T": steps, "N_b": num_blocks}
+        names = self._names(steps, num_blocks)
         values: dict[str, Any] = {}
-        for param in self.params:
+        for param in self.expanded(steps):
             if param.kind == "fixed":
                 value = evaluate_expression(param.low, names)
             else:
@@ -81,8 +121,8 @@ class SearchSpace:
 
     def contains(self, values: Mapping[str, Any], steps: int, num_blocks: int) -> bool:
         """Whether ``values`` lie inside this space's ranges (fixed parameters must match)."""
-        names: dict[str, Any] = {"T": steps, "N_b": num_blocks}
-        for param in self.params:
+        names = self._names(steps, num_blocks)
+        for param in self.expanded(steps):
             if param.name not in values:
                 return False
             value = values[param.name]
@@ -101,6 +141,8 @@ class SearchSpace:
         return get_family(self.family)
 
     def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int) -> tuple[Step, ...]:
+        if self.family_impl.per_step:
+            return self.family_impl.plan(values, steps, num_blocks, ranges=self.range_set(num_blocks))
         return self.family_impl.plan(values, steps, num_blocks)
 
 
@@ -133,6 +175,7 @@ def load_space(name_or_path: str | os.PathLike[str], steps: int = 20, num_blocks
     if family not in FAMILIES:
         raise SpaceError(f"search space {path}: unknown family {family!r}; use one of {', '.join(FAMILIES)}")
     names = FAMILIES[family].params
+    ranges = _parse_ranges(doc.get("ranges"), FAMILIES[family], str(path))
     params = []
     for pname, spec in doc["params"].items():
         if pname not in names:
@@ -143,19 +186,38 @@ def load_space(name_or_path: str | os.PathLike[str], steps: int = 20, num_blocks
     if missing:
         raise SpaceError(f"search space {path}: parameters {', '.join(sorted(missing))} are missing")
     space = SearchSpace(name=doc.get("name", path.stem), family=family, params=tuple(params),
-                        description=str(doc.get("description", "")))
+                        description=str(doc.get("description", "")), ranges=ranges)
     _check_ranges(space, steps, num_blocks, lines)
     return space
+
+
+def _parse_ranges(doc: Any, family: SearchFamily, space: str) -> tuple[tuple[str, Any, Any], ...]:
+    if not family.per_step:
+        if doc is not None:
+            raise SpaceError(f"search space {space}: 'ranges' is for per-step families (explicit), not {family.name}")
+        return ()
+    if not isinstance(doc, dict) or not doc:
+        raise SpaceError(f"search space {space}: family {family.name} needs 'ranges', e.g. ranges: {{whole: [0, N_b]}}")
+    out = []
+    for name, spec in doc.items():
+        if not isinstance(spec, list) or len(spec) != 2:
+            raise SpaceError(f"search space {space}: range {name!r} must be [start, length], e.g. [0, N_b]")
+        out.append((str(name), spec[0], spec[1]))
+    return tuple(out)
 
 
 def _check_ranges(space: SearchSpace, steps: int, num_blocks: int, lines: Mapping[str, int]) -> None:
     """Evaluate every range at both corners so bad expressions, empty or absurd ranges and
     parameter values that make no plan (an interval of 0, a range past the last block) fail now."""
     limit = 4 * max(steps, num_blocks)
+    try:
+        base = space._names(steps, num_blocks)
+    except ExpressionError as exc:
+        raise SpaceError(f"search space {space.name}: {exc}") from None
     for corner in ("low", "high"):
-        names: dict[str, Any] = {"T": steps, "N_b": num_blocks}
-        for param in space.params:
-            where = f"search space {space.name}, line {lines.get(param.name, '?')}"
+        names: dict[str, Any] = dict(base)
+        for param in space.expanded(steps):
+            where = f"search space {space.name}, line {param.line or lines.get(param.name, '?')}"
             try:
                 low, high = param.bounds(names) if param.kind != "fixed" else (evaluate_expression(param.low, names),) * 2
             except (SpaceError, ExpressionError) as exc:
@@ -170,7 +232,7 @@ def _check_ranges(space: SearchSpace, steps: int, num_blocks: int, lines: Mappin
                 raise SpaceError(f"{where}: {param.name} is searched on a log scale, so its low end must be > 0, "
                                  f"not {low}")
             names[param.name] = low if corner == "low" else high
-        values = {p.name: names[p.name] for p in space.params}
+        values = {p.name: names[p.name] for p in space.expanded(steps)}
         try:
             space.plan(values, steps, num_blocks)
         except (AutodeltaError, ArithmeticError, ValueError) as exc:
@@ -195,7 +257,8 @@ def known_seeds(space: SearchSpace, rule: DeltaDiTParams, steps: int, num_blocks
     The search enqueues them first so it can never return worse than any of them; with
     ``fits`` (plan → within budget), families may add seeds fitted to the budget.
     """
-    context = SeedContext(rule=rule, steps=steps, num_blocks=num_blocks, fits=fits)
+    context = SeedContext(rule=rule, steps=steps, num_blocks=num_blocks, fits=fits,
+                          ranges=space.range_set(num_blocks) if space.ranges else ())
     return [(label, values) for label, values in space.family_impl.seeds(context)
             if space.contains(values, steps, num_blocks)]
 

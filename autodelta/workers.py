@@ -38,7 +38,7 @@ def worker_main(factory: Callable[[], Evaluator], settings: SearchSettings, stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides; we finish the trial in progress
     _exit_with_parent(parent)
     evaluator = factory()
-    study = open_study(settings)
+    study = open_study(settings, evaluator)
     optimize_until(study, Objective(evaluator, settings, study), settings.trials, [], stop.is_set)
 
 

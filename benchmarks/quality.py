@@ -16,9 +16,11 @@ Fairness rules, the same for every row:
   made more aggressive until it meets the budget (speed only, never quality);
 - wall speed-ups are one timed pass per method against a full-compute pass re-timed at the
   start of each budget (noisy; the proxies are small, so per-call overhead weighs more than
-  on DiT-XL).
+  on DiT-XL);
+- extra memory is the peak device memory allocated during a method's calls minus full
+  compute's peak, on CUDA (``--device cuda``); the CPU has no such counter, so it is "—".
 
-    python benchmarks/quality.py [--model tiny-dit] [--budgets 1.3x,1.6x,2x,2.5x,3x] [--trials 60]
+    python benchmarks/quality.py [--model tiny-dit] [--budgets 1.3x,1.6x,2x,2.5x,3x] [--trials 60] [--device cuda]
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+
+import torch
 
 from autodelta.baselines import BASELINES
 from autodelta.cache_methods import meets
@@ -45,10 +49,10 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 METRICS = ["psnr", "ssim", "sobel_rel_err", "dft_hf_rel_err", "classifier_accuracy", "frechet_distance"]
 HEADER = ["budget", "method", "setting", "MACs speed-up", "wall speed-up", "PSNR dB", "SSIM", "Sobel rel err",
-          "DFT-HF rel err", "classifier acc", "Fréchet dist"]
+          "DFT-HF rel err", "classifier acc", "Fréchet dist", "extra memory"]
 
 
-def searched_schedule(model: str, budget_text: str, trials: int, space: str, out: Path) -> Path:
+def searched_schedule(model: str, budget_text: str, trials: int, space: str, out: Path, device: str = "cpu") -> Path:
     """Run (or resume) the search at this budget; returns the chosen schedule file."""
     profile = load_profile(model)
     budget = parse_budget(budget_text)
@@ -56,10 +60,10 @@ def searched_schedule(model: str, budget_text: str, trials: int, space: str, out
     settings = SearchSettings(budget=budget, space=load_space(space, profile.steps, profile.num_blocks),
                               trials=trials, storage=f"sqlite:///{out / 'study.db'}",
                               study_name=f"{model}-{space}-{budget.text}", seed=0, model=profile.name)
-    factory = EvaluatorFactory(model, cache_dir=default_cache_dir())
+    factory = EvaluatorFactory(model, cache_dir=default_cache_dir(), device=device)
     evaluator = factory()
     outcome = run_search(evaluator, settings, progress=True)
-    heldout = EvaluatorFactory(model, heldout=True, cache_dir=default_cache_dir())
+    heldout = EvaluatorFactory(model, heldout=True, cache_dir=default_cache_dir(), device=device)
     write_outputs(outcome, settings, evaluator, heldout, profile, out)
     return out / "schedule.yaml"
 
@@ -68,7 +72,8 @@ def row(budget: str, result: MethodResult) -> list[str]:
     m = result.metrics
     return [budget, result.name, result.detail, f"{result.speedup:.3f}x", f"{result.wall_speedup:.2f}x",
             f"{m['psnr']:.2f}", f"{m['ssim']:.4f}", f"{m['sobel_rel_err']:.4f}", f"{m['dft_hf_rel_err']:.4f}",
-            f"{m['classifier_accuracy']:.3f}", f"{m['frechet_distance']:.1f}"]
+            f"{m['classifier_accuracy']:.3f}", f"{m['frechet_distance']:.1f}",
+            "—" if result.extra_bytes is None else f"{result.extra_bytes / 2**20:.2f} MiB"]
 
 
 def main() -> None:
@@ -77,20 +82,27 @@ def main() -> None:
     parser.add_argument("--budgets", default="1.3x,1.6x,2x,2.5x,3x")
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--items", type=int, help="held-out items scored (default: all of the profile's)")
-    parser.add_argument("--space", default="anchored")
+    parser.add_argument("--space", default="anchored", help="Search space(s), comma-separated: one row each.")
     parser.add_argument("--baselines", default=",".join(BASELINES))
     parser.add_argument("--work", default="out/quality-bench", help="Folder for the searches (resumable).")
+    parser.add_argument("--tag", default="", help="Suffix of this run's results file (runs split by budget or method).")
+    parser.add_argument("--merge", nargs="+", metavar="MD",
+                        help="Merge the results files of split runs into quality-<model>.md and its plot, then exit.")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (CUDA also measures each method's extra memory).")
     args = parser.parse_args()
 
     profile = load_profile(args.model)
+    if args.merge:
+        merge(profile.name, [Path(p) for p in args.merge])
+        return
     cost = profile.cost_model()
     items = CalibrationSet.from_profile(profile, args.items, heldout=True)
 
     def calibration() -> DiffusionEvaluator:  # the greedy baseline chooses its plan on the calibration items
-        return EvaluatorFactory(args.model, cache_dir=default_cache_dir())()
+        return EvaluatorFactory(args.model, cache_dir=default_cache_dir(), device=args.device)()
 
     start = time.perf_counter()
-    comparison = Comparison(profile, profile.load_pipeline(), items, cost, METRICS, progress=True)
+    comparison = Comparison(profile, profile.load_pipeline(device=args.device), items, cost, METRICS, progress=True)
     rows = [row("—", comparison.full())]
     points: dict[str, list[tuple[float, float]]] = {}
     notes: list[str] = []
@@ -98,15 +110,17 @@ def main() -> None:
         budget = parse_budget(budget_text)
         comparison.retime()  # the wall speed-ups of this budget's rows divide by a full run timed just before
         results: list[MethodResult] = []
-        try:
-            path = searched_schedule(args.model, budget_text, args.trials, args.space,
-                                     Path(args.work) / profile.name / budget.text)
-            results.append(comparison.plan("autodelta (searched)", load_schedule(path).plan,
-                                           f"{args.space} space, {args.trials} trials"))
-        except BudgetError as exc:  # a space that cannot reach the budget is a row of its own, not the end
-            notes.append(f"{budget.text} autodelta ({args.space} space): {exc}")
-            rows.append([budget.text, "autodelta (searched)", f"cannot reach: {exc}"] + ["—"] * (len(HEADER) - 3))
-        for name in args.baselines.split(","):
+        for space in [s for s in args.space.split(",") if s]:
+            label = f"autodelta ({space})"
+            try:
+                path = searched_schedule(args.model, budget_text, args.trials, space,
+                                         Path(args.work) / profile.name / space / budget.text, args.device)
+                results.append(comparison.plan(label, load_schedule(path).plan, f"{space} space, {args.trials} trials"))
+            except BudgetError as exc:  # a space that cannot reach the budget is a row of its own, not the end
+                notes.append(f"{budget.text} {label}: {exc}")
+                rows.append([budget.text, label, f"cannot reach: {exc}"] + ["—"] * (len(HEADER) - 3))
+        searched = [r for r in results if r.name.startswith("autodelta")]
+        for name in [b for b in args.baselines.split(",") if b]:
             try:
                 results.append(comparison.baseline(name, budget, calibration))
             except BudgetError as exc:
@@ -118,12 +132,12 @@ def main() -> None:
             points.setdefault(result.name, []).append((result.speedup, result.metrics["psnr"]))
             print(" | ".join(rows[-1]))
         paper = next((r for r in results if r.name == "paper"), None)
-        others = [r for r in results[1:] if meets(budget, r.speedup)]
-        if paper is not None and others and results[0].name == "autodelta (searched)":
-            margin = results[0].metrics["psnr"] - paper.metrics["psnr"]
-            best = max(others, key=lambda r: r.metrics["psnr"])
-            notes.append(f"{budget.text}: searched − paper = {margin:+.2f} dB PSNR; searched − best baseline "
-                         f"({best.name}) = {results[0].metrics['psnr'] - best.metrics['psnr']:+.2f} dB")
+        others = [r for r in results if r not in searched and meets(budget, r.speedup)]
+        for mine in searched:
+            if paper is not None and others:
+                best = max(others, key=lambda r: r.metrics["psnr"])
+                notes.append(f"{budget.text}: {mine.name} − paper = {mine.metrics['psnr'] - paper.metrics['psnr']:+.2f} dB "
+                             f"PSNR; − best baseline ({best.name}) = {mine.metrics['psnr'] - best.metrics['psnr']:+.2f} dB")
     elapsed = time.perf_counter() - start
 
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
@@ -138,9 +152,42 @@ def main() -> None:
            "PSNR/SSIM/Sobel/DFT against full compute on the same seeds; classifier accuracy and Fréchet distance "
            "(digit-classifier features) against the asked digits / real held-out digits.", "",
            text, "", *[f"- {n}" for n in notes], ""]
-    (RESULTS / f"quality-{profile.name}.md").write_text("\n".join(doc))
-    save_quality_png(points, ROOT.parent / "docs" / f"quality-{profile.name}.png")
-    print(f"wrote benchmarks/results/quality-{profile.name}.md and docs/quality-{profile.name}.png")
+    (RESULTS / f"quality-{profile.name}{args.tag}.md").write_text("\n".join(doc))
+    print(f"machine: {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
+    if not args.tag:
+        save_quality_png(points, ROOT.parent / "docs" / f"quality-{profile.name}.png")
+    print(f"wrote benchmarks/results/quality-{profile.name}{args.tag}.md" + ("" if args.tag else
+          f" and docs/quality-{profile.name}.png"))
+
+
+def merge(model: str, parts: list[Path]) -> None:
+    """One table and plot from the results files of runs split by budget or method (same items, same code)."""
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    intro: list[str] = []
+    for part in parts:
+        lines = part.read_text().splitlines()
+        intro = intro or lines[:3]
+        for line in lines:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if line.startswith("|") and len(cells) == len(HEADER) and cells[0] not in ("budget",) and \
+                    not set(cells[0]) <= {"-"} and (cells[1] != "full compute" or not any(r[1] == "full compute" for r in rows)):
+                rows.append(cells)
+            elif line.startswith("- "):
+                notes.append(line)
+    order = {"—": 0.0}
+    rows.sort(key=lambda r: (order.get(r[0], parse_budget(r[0]).speedup if r[0] != "—" else 0.0), r[1]))
+    points: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if r[0] != "—" and r[3].endswith("x") and r[5] not in ("—", "inf"):
+            points.setdefault(r[1], []).append((float(r[3][:-1]), float(r[5])))
+    text = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)] + ["| " + " | ".join(r) + " |" for r in rows]
+    doc = [*intro, "", f"Merged from {len(parts)} runs split by budget and method, same items and code.", "", *text, "",
+           *notes, ""]
+    (RESULTS / f"quality-{model}.md").write_text("\n".join(doc))
+    save_quality_png(points, ROOT.parent / "docs" / f"quality-{model}.png")
+    print("\n".join(text))
+    print(f"wrote benchmarks/results/quality-{model}.md and docs/quality-{model}.png")
 
 
 def _maximum(message: str) -> str:

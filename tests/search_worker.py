@@ -1,6 +1,6 @@
 """A search on the synthetic evaluator, as a separate process (resume, multi-worker and signal tests).
 
-    python -m tests.search_worker STORAGE_URL TRIALS [SLEEP_SECONDS [JOBS]]
+    python -m tests.search_worker STORAGE_URL TRIALS [SLEEP_SECONDS [JOBS [SPACE]]]
 
 With JOBS > 1 it runs like ``autodelta search --jobs JOBS``: this process plus JOBS - 1
 spawned workers on one study. Exit code 130 when interrupted (Ctrl-C), as the CLI.
@@ -39,8 +39,8 @@ class SlowFactory:
         return SlowSynthetic(self.sleep)
 
 
-def settings(storage: str, trials: int) -> SearchSettings:
-    return SearchSettings(budget=parse_budget("1.6x"), space=load_space("delta-dit"), trials=trials,
+def settings(storage: str, trials: int, space: str = "delta-dit") -> SearchSettings:
+    return SearchSettings(budget=parse_budget("1.6x"), space=load_space(space), trials=trials,
                           storage=storage, study_name="worker-test", model="synthetic", seed=None)
 
 
@@ -48,7 +48,7 @@ if __name__ == "__main__":
     storage, trials = sys.argv[1], int(sys.argv[2])
     sleep = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     jobs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    config = settings(storage, trials)
+    config = settings(storage, trials, sys.argv[5] if len(sys.argv) > 5 else "delta-dit")
     pool = WorkerPool([SlowFactory(sleep)] * (jobs - 1), config) if jobs > 1 else None
     outcome = run_search(SlowSynthetic(sleep), config, progress=False, workers=pool)
     sys.exit(130 if outcome.interrupted else 0)

@@ -117,9 +117,9 @@ def test_bad_storage_url_is_one_clear_error(tmp_path):
         run_search(SyntheticEvaluator(CostModel.uniform(28), 20), settings, progress=False)
 
 
-def _worker(storage: str, trials: int, sleep: float) -> subprocess.Popen:
+def _worker(storage: str, trials: int, sleep: float, space: str = "delta-dit") -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "tests.search_worker", storage, str(trials), str(sleep)],
+    return subprocess.Popen([sys.executable, "-m", "tests.search_worker", storage, str(trials), str(sleep), "1", space],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -128,9 +128,10 @@ def _completed(storage: str) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
-def test_sigkill_mid_run_then_resume_keeps_every_completed_trial(tmp_path):
+@pytest.mark.parametrize("space", ["delta-dit", "explicit"])
+def test_sigkill_mid_run_then_resume_keeps_every_completed_trial(tmp_path, space):
     storage = f"sqlite:///{tmp_path / 'kill.db'}"
-    proc = _worker(storage, 200, 0.2)
+    proc = _worker(storage, 200, 0.2, space)
     deadline = time.time() + 60
     while time.time() < deadline:
         time.sleep(0.5)
@@ -144,15 +145,15 @@ def test_sigkill_mid_run_then_resume_keeps_every_completed_trial(tmp_path):
     proc.wait()
     before = {t.number: t.values for t in _completed(storage)}
     assert len(before) >= 4
-    resumed = _worker(storage, len(before) + 5, 0.0)
+    resumed = _worker(storage, len(before) + 5, 0.0, space)
     assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()[-2000:]
     after = {t.number: t.values for t in _completed(storage)}
     assert len(after) == len(before) + 5
     assert all(after[n] == v for n, v in before.items())
 
 
-def _check_two_workers(storage: str) -> None:
-    procs = [_worker(storage, 16, 0.05) for _ in range(2)]
+def _check_two_workers(storage: str, space: str = "delta-dit") -> None:
+    procs = [_worker(storage, 16, 0.05, space) for _ in range(2)]
     for proc in procs:
         assert proc.wait(timeout=180) == 0, proc.stderr.read().decode()[-2000:]
     study = optuna.load_study(study_name="worker-test", storage=storage)
@@ -165,6 +166,10 @@ def _check_two_workers(storage: str) -> None:
 
 def test_two_worker_processes_share_one_sqlite_study(tmp_path):
     _check_two_workers(f"sqlite:///{tmp_path / 'two.db'}")
+
+
+def test_two_workers_of_the_structure_aware_sampler_lose_no_trial(tmp_path):
+    _check_two_workers(f"sqlite:///{tmp_path / 'two-explicit.db'}", "explicit")
 
 
 def test_two_worker_processes_share_one_postgresql_study():

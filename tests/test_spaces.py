@@ -56,7 +56,7 @@ def test_a_new_search_family_is_one_class_and_one_registry_entry(tmp_path, monke
 
 
 def test_shipped_spaces_load_and_make_valid_plans():
-    for name in ("paper", "delta-dit", "stagewise", "free-steps", "anchored"):
+    for name in ("paper", "delta-dit", "stagewise", "free-steps", "anchored", "explicit"):
         space = load_space(name)
         values = space.sample(lambda p, lo, hi: hi if p.kind == "int" else lo, 20, 28)
         plan = space.plan(values, 20, 28)
@@ -86,7 +86,7 @@ def test_bad_space_files_name_the_line(tmp_path):
         load_space(_space(tmp_path, head + "  s_early: {int: [0, __import__('os')]}\n  s_late: {fixed: 0}\n"))
     with pytest.raises(SpaceError, match="parameters s_early, s_late are missing"):
         load_space(_space(tmp_path, head))
-    with pytest.raises(SpaceError, match="unknown search space 'nope'; known spaces: anchored, delta-dit, free-steps"):
+    with pytest.raises(SpaceError, match="unknown search space 'nope'; known spaces: anchored, delta-dit, explicit, free-steps"):
         load_space("nope")
 
 

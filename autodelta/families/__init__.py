@@ -10,6 +10,7 @@ from autodelta.errors import AutodeltaError
 from autodelta.families.anchored import Anchored
 from autodelta.families.base import SearchFamily, SeedContext
 from autodelta.families.delta_dit import DeltaDiT
+from autodelta.families.explicit import Explicit
 from autodelta.families.free_steps import FreeSteps
 from autodelta.families.stagewise import Stagewise
 
@@ -20,6 +21,7 @@ FAMILIES: dict[str, SearchFamily] = {
         Stagewise(),
         FreeSteps(),
         Anchored(),
+        Explicit(),
     )
 }
 

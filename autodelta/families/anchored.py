@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autodelta.families.base import SearchFamily, SeedContext, staged_plan
-from autodelta.schedule import Step
+from autodelta.schedule import CachedRange, Step
 
 
 class Anchored(SearchFamily):
@@ -18,7 +18,8 @@ class Anchored(SearchFamily):
     name = "anchored"
     params = ("N", "head", "tail", "b", "n_early", "s_early", "n_late", "s_late")
 
-    def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int) -> tuple[Step, ...]:
+    def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int,
+             ranges: Sequence[CachedRange] = ()) -> tuple[Step, ...]:
         v = values
         head, tail, interval = max(1, int(v["head"])), int(v["tail"]), int(v["N"])
         return staged_plan(v, steps, num_blocks, lambda i: i < head or i >= steps - tail or (i - (head - 1)) % interval == 0,

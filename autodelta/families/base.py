@@ -8,7 +8,7 @@ names a family and gives each of its parameters a range (:mod:`autodelta.spaces`
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,6 +23,7 @@ class SeedContext:
     steps: int
     num_blocks: int
     fits: Callable[[tuple[Step, ...]], bool] | None = None  # plan → within budget
+    ranges: tuple[CachedRange, ...] = ()  # the space's named Δ ranges (per-step families)
 
     @property
     def boundary(self) -> int:
@@ -51,10 +52,16 @@ class SearchFamily(ABC):
     """The name space files use (``family: NAME``)."""
     params: ClassVar[tuple[str, ...]]
     """Its parameters, in the order a space file must give ranges for them."""
+    per_step: ClassVar[bool] = False
+    """True when its one parameter is repeated for steps 1..T-1 (``step_1`` …) and indexes the space's ranges."""
 
     @abstractmethod
-    def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int) -> tuple[Step, ...]:
-        """The explicit plan of parameter ``values`` for T = ``steps`` and N_b = ``num_blocks``."""
+    def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int,
+             ranges: Sequence[CachedRange] = ()) -> tuple[Step, ...]:
+        """The explicit plan of parameter ``values`` for T = ``steps`` and N_b = ``num_blocks``.
+
+        ``ranges`` are the space's named Δ ranges; only per-step families read them.
+        """
 
     def seeds(self, context: SeedContext) -> list[tuple[str, dict[str, Any]]]:
         """Known schedules (the paper's rule, baselines) as ``(label, values)``; the search tries them first.

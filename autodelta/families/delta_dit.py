@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autodelta.families.base import SearchFamily, SeedContext
-from autodelta.schedule import DeltaDiTParams, Step
+from autodelta.schedule import CachedRange, DeltaDiTParams, Step
 
 
 class DeltaDiT(SearchFamily):
@@ -15,7 +15,8 @@ class DeltaDiT(SearchFamily):
     name = "delta-dit"
     params = ("N", "N_c", "b", "s_early", "s_late")
 
-    def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int) -> tuple[Step, ...]:
+    def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int,
+             ranges: Sequence[CachedRange] = ()) -> tuple[Step, ...]:
         v = values
         return DeltaDiTParams(int(v["N"]), int(v["N_c"]), int(v["b"]), int(v["s_early"]), int(v["s_late"])).plan(
             steps, num_blocks)

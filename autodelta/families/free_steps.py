@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autodelta.families.base import SearchFamily, SeedContext, staged_plan
-from autodelta.schedule import Step
+from autodelta.schedule import CachedRange, Step
 
 
 def full_step_positions(steps: int, count: int, warp: float) -> set[int]:
@@ -39,7 +39,8 @@ class FreeSteps(SearchFamily):
     name = "free-steps"
     params = ("full_steps", "warp", "b", "n_early", "s_early", "n_late", "s_late")
 
-    def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int) -> tuple[Step, ...]:
+    def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int,
+             ranges: Sequence[CachedRange] = ()) -> tuple[Step, ...]:
         v = values
         full = full_step_positions(steps, int(v["full_steps"]), float(v["warp"]))
         return staged_plan(v, steps, num_blocks, full.__contains__, where="free-steps plan")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autodelta.families.base import SearchFamily, SeedContext
@@ -15,7 +15,8 @@ class Stagewise(SearchFamily):
     name = "stagewise"
     params = ("N_early", "N_late", "Nc_early", "Nc_late", "b", "s_early", "s_late")
 
-    def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int) -> tuple[Step, ...]:
+    def plan(self, values: Mapping[str, Any], steps: int, num_blocks: int,
+             ranges: Sequence[CachedRange] = ()) -> tuple[Step, ...]:
         v = values
         plan: list[Step] = []
         last_full = 0
