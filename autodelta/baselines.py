@@ -91,7 +91,7 @@ def fora_plan(cost: CostModel, steps: int, budget: Budget) -> list[Step]:
     close = [p for p in candidates if abs(cost.plan_macs(p) / target - 1) <= TOLERANCE]
     if close:
         return min(close, key=lambda p: abs(cost.plan_macs(p) / target - 1))
-    meeting = [p for p in candidates if budget.allows(cost.speedup(p))]
+    meeting = [p for p in candidates if budget.met_by(cost, p)]
     if not meeting:
         raise _unreachable("fora", budget, cost.speedup(candidates[0]), "one full step")
     return max(meeting, key=cost.plan_macs)
@@ -108,7 +108,7 @@ def deepcache_plan(cost: CostModel, steps: int, budget: Budget) -> list[Step]:
         for n_c in range(1, n_b - 1):  # DeepCache always computes at least one block at each end
             start = (n_b - n_c) // 2
             plan: list[Step] = [None if i % n == 0 else CachedRange(start, n_c) for i in range(steps)]
-            if budget.allows(cost.speedup(plan)):
+            if budget.met_by(cost, plan):
                 return plan
     best = [None if i == 0 else CachedRange(1, n_b - 2) for i in range(steps)]
     raise _unreachable("deepcache", budget, cost.speedup(best), "one full step, all but the first and last block cached")

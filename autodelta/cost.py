@@ -91,6 +91,10 @@ class Budget:
     def allows(self, speedup: float, tolerance: float = 1e-9) -> bool:
         return speedup >= self.speedup - tolerance
 
+    def met_by(self, cost: CostModel, plan: Sequence[Step]) -> bool:
+        """Whether ``plan``'s MACs speed-up under ``cost`` meets this budget."""
+        return self.allows(cost.speedup(plan))
+
     def __str__(self) -> str:
         return self.text
 
@@ -134,7 +138,7 @@ def paper_rule(cost: CostModel, steps: int, budget: Budget) -> DeltaDiTParams:
     for n in range(interval, steps + 1):
         for n_c in range(1, cost.num_blocks + 1):
             params = paper_params(steps, cost.num_blocks, n, n_c)
-            if budget.allows(cost.speedup(params.plan(steps, cost.num_blocks))):
+            if budget.met_by(cost, params.plan(steps, cost.num_blocks)):
                 return params
     raise BudgetError(
         f"budget {budget} is out of reach for T={steps}: the best reachable speed-up is "

@@ -28,7 +28,7 @@ def greedy_plan(evaluator: Evaluator, budget: Budget, metric: str = "psnr") -> t
     whole = CachedRange(0, evaluator.num_blocks)
     plan: list[Step] = [None] * evaluator.steps
     evaluations = 0
-    while not budget.allows(evaluator.cost.speedup(plan)):
+    while not budget.met_by(evaluator.cost, plan):
         candidates = [i for i in range(1, evaluator.steps) if plan[i] is None]
         if not candidates:
             raise BudgetError(f"baseline greedy cannot reach budget {budget}: its maximum here is "

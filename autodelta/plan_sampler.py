@@ -32,12 +32,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autodelta.cost import Budget
 from autodelta.errors import AutodeltaError
-from autodelta.evaluator import Evaluator
+from autodelta.evaluator import Evaluation, Evaluator
 from autodelta.families.explicit import plan_values
 from autodelta.greedy import greedy_plan
 from autodelta.metrics import get_metric
 from autodelta.plan_moves import Plan, neighbours
 from autodelta.schedule import Step, decode_plan
+from autodelta.search import check_sampler
 from autodelta.spaces import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -57,9 +58,7 @@ class ScreenMemo:
             self.scores[key] = float(self.evaluator.evaluate(key).metrics[self.metric])
         return self.scores[key]
 
-    def evaluate(self, plan: Sequence[Step]) -> Any:  # the Evaluator protocol, for the greedy construction
-        from autodelta.evaluator import Evaluation
-
+    def evaluate(self, plan: Sequence[Step]) -> Evaluation:  # the Evaluator protocol, for the greedy construction
         value = self.score(plan)
         return Evaluation(metrics={self.metric: value}, macs=self.cost.plan_macs(plan), speedup=self.cost.speedup(plan))
 
@@ -70,9 +69,7 @@ class PlanSampler(optuna.samplers.BaseSampler):
     def __init__(self, space: SearchSpace, evaluator: Evaluator, budget: Budget, metric: str = "psnr",
                  screen: Evaluator | None = None, seed: int = 0, beam: int = 4, patience: int = 3,
                  max_shift: int = 3) -> None:
-        if not space.family_impl.per_step:
-            raise AutodeltaError(f"sampler 'local' searches per-step spaces (explicit), not {space.name} "
-                                 f"({space.family}); use --sampler tpe there")
+        check_sampler("local", space)
         self.space, self.budget, self.metric = space, budget, metric
         self.steps, self.num_blocks, self.cost = evaluator.steps, evaluator.num_blocks, evaluator.cost
         self.ranges = space.range_set(self.num_blocks)
@@ -81,7 +78,7 @@ class PlanSampler(optuna.samplers.BaseSampler):
         self.seed, self.beam, self.patience, self.max_shift = seed, beam, patience, max_shift
         self._greedy: Plan | None = None
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
-        names: dict[str, Any] = {"T": self.steps, "N_b": self.num_blocks, "R": len(self.ranges)}
+        names = space.names(self.steps, self.num_blocks)
         self._dists: dict[str, BaseDistribution] = {}
         for param in space.expanded(self.steps):
             low, high = param.bounds(names)
@@ -107,7 +104,7 @@ class PlanSampler(optuna.samplers.BaseSampler):
 
     # --- proposals ------------------------------------------------------------------------------
     def fits(self, plan: Plan) -> bool:
-        return self.budget.allows(self.cost.speedup(plan))
+        return self.budget.met_by(self.cost, plan)
 
     def greedy(self) -> Plan:
         if self._greedy is None:
@@ -151,10 +148,10 @@ class PlanSampler(optuna.samplers.BaseSampler):
 
     def _perturb(self, plan: Plan, taken: set[Plan], number: int) -> Plan | None:
         rng = random.Random(self.seed * 100_003 + number)
+        first = neighbours(plan, self.ranges, lambda p: True, self.max_shift)
+        if not first:
+            return None
         for _ in range(50):
-            first = neighbours(plan, self.ranges, lambda p: True, self.max_shift)
-            if not first:
-                return None
             second = neighbours(rng.choice(first), self.ranges, self.fits, self.max_shift)
             fresh = [p for p in second if p not in taken]
             if fresh:

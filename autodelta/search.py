@@ -425,7 +425,7 @@ def enqueue_known(study: optuna.Study, evaluator: Evaluator, settings: SearchSet
     rule = paper_rule(evaluator.cost, evaluator.steps, settings.budget)
     labels = []
     def fits(plan: Sequence[Step]) -> bool:
-        return settings.budget.allows(evaluator.cost.speedup(plan))
+        return settings.budget.met_by(evaluator.cost, plan)
 
     for label, values in known_seeds(settings.space, rule, evaluator.steps, evaluator.num_blocks, fits):
         free = {p.name: values[p.name] for p in settings.space.expanded(evaluator.steps) if p.kind != "fixed"}

@@ -28,6 +28,7 @@ A per-step family (``explicit``) also names its Δ ranges, ``name: [start, lengt
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -78,18 +79,11 @@ class SearchSpace:
     ranges: tuple[tuple[str, Any, Any], ...] = ()  # (name, start, length) expressions, per-step families
 
     def range_set(self, num_blocks: int) -> tuple[CachedRange, ...]:
-        """The named Δ ranges for N_b = ``num_blocks``, in file order, duplicates dropped."""
-        out: list[CachedRange] = []
-        for name, start, length in self.ranges:
-            names = {"N_b": num_blocks}
-            rng = CachedRange(int(evaluate_expression(start, names)), int(evaluate_expression(length, names)))
-            try:
-                validate_plan([None, rng], num_blocks, where=f"space {self.name}, range {name}")
-            except ScheduleError as exc:
-                raise SpaceError(str(exc)) from None
-            if rng not in out:
-                out.append(rng)
-        return tuple(out)
+        """The named Δ ranges for N_b = ``num_blocks``, in file order, duplicates dropped.
+
+        Evaluated once per space and N_b: every plan of a per-step space reads them.
+        """
+        return _range_set(self.name, self.ranges, num_blocks)
 
     def expanded(self, steps: int) -> tuple[Param, ...]:
         """The parameters a trial draws: a per-step family's one parameter once per step 1..T-1."""
@@ -98,7 +92,8 @@ class SearchSpace:
         return tuple(Param(step_param(i), p.kind, p.low, p.high, p.log, p.line) for p in self.params
                      for i in range(1, steps))
 
-    def _names(self, steps: int, num_blocks: int) -> dict[str, Any]:
+    def names(self, steps: int, num_blocks: int) -> dict[str, Any]:
+        """The names range expressions may use: ``T``, ``N_b`` and, with ranges, their count ``R``."""
         names: dict[str, Any] = {"T": steps, "N_b": num_blocks}
         if self.ranges:
             names["R"] = len(self.range_set(num_blocks))
@@ -106,7 +101,7 @@ class SearchSpace:
 
     def sample(self, suggest: Callable[[Param, float, float], Any], steps: int, num_blocks: int) -> dict[str, Any]:
         """Draw parameters in order; ``suggest(param, low, high)`` picks a value (Optuna or a test)."""
-        names = self._names(steps, num_blocks)
+        names = self.names(steps, num_blocks)
         values: dict[str, Any] = {}
         for param in self.expanded(steps):
             if param.kind == "fixed":
@@ -121,7 +116,7 @@ class SearchSpace:
 
     def contains(self, values: Mapping[str, Any], steps: int, num_blocks: int) -> bool:
         """Whether ``values`` lie inside this space's ranges (fixed parameters must match)."""
-        names = self._names(steps, num_blocks)
+        names = self.names(steps, num_blocks)
         for param in self.expanded(steps):
             if param.name not in values:
                 return False
@@ -144,6 +139,21 @@ class SearchSpace:
         if self.family_impl.per_step:
             return self.family_impl.plan(values, steps, num_blocks, ranges=self.range_set(num_blocks))
         return self.family_impl.plan(values, steps, num_blocks)
+
+
+@functools.lru_cache(maxsize=64)
+def _range_set(space: str, ranges: tuple[tuple[str, Any, Any], ...], num_blocks: int) -> tuple[CachedRange, ...]:
+    out: list[CachedRange] = []
+    for name, start, length in ranges:
+        names = {"N_b": num_blocks}
+        rng = CachedRange(int(evaluate_expression(start, names)), int(evaluate_expression(length, names)))
+        try:
+            validate_plan([None, rng], num_blocks, where=f"space {space}, range {name}")
+        except ScheduleError as exc:
+            raise SpaceError(str(exc)) from None
+        if rng not in out:
+            out.append(rng)
+    return tuple(out)
 
 
 def _parse_param(name: str, spec: Any, space: str, line: int | None) -> Param:
@@ -200,7 +210,7 @@ def _parse_ranges(doc: Any, family: SearchFamily, space: str) -> tuple[tuple[str
         raise SpaceError(f"search space {space}: family {family.name} needs 'ranges', e.g. ranges: {{whole: [0, N_b]}}")
     out = []
     for name, spec in doc.items():
-        if not isinstance(spec, list) or len(spec) != 2:
+        if not isinstance(spec, list) or len(spec) != 2 or not all(isinstance(v, (int, str)) for v in spec):
             raise SpaceError(f"search space {space}: range {name!r} must be [start, length], e.g. [0, N_b]")
         out.append((str(name), spec[0], spec[1]))
     return tuple(out)
@@ -211,7 +221,7 @@ def _check_ranges(space: SearchSpace, steps: int, num_blocks: int, lines: Mappin
     parameter values that make no plan (an interval of 0, a range past the last block) fail now."""
     limit = 4 * max(steps, num_blocks)
     try:
-        base = space._names(steps, num_blocks)
+        base = space.names(steps, num_blocks)
     except ExpressionError as exc:
         raise SpaceError(f"search space {space.name}: {exc}") from None
     for corner in ("low", "high"):
@@ -257,8 +267,7 @@ def known_seeds(space: SearchSpace, rule: DeltaDiTParams, steps: int, num_blocks
     The search enqueues them first so it can never return worse than any of them; with
     ``fits`` (plan → within budget), families may add seeds fitted to the budget.
     """
-    context = SeedContext(rule=rule, steps=steps, num_blocks=num_blocks, fits=fits,
-                          ranges=space.range_set(num_blocks) if space.ranges else ())
+    context = SeedContext(rule=rule, steps=steps, num_blocks=num_blocks, fits=fits, ranges=space.range_set(num_blocks))
     return [(label, values) for label, values in space.family_impl.seeds(context)
             if space.contains(values, steps, num_blocks)]
 
