@@ -142,7 +142,7 @@ def search_cmd(
     model: str = _MODEL,
     budget: str = _BUDGET,
     trials: int = typer.Option(60, help="Completed trials the study should reach (a rerun resumes)."),
-    space: str = typer.Option("anchored", help="Search space name or YAML path (default: the benchmark winner)."),
+    space: str = typer.Option("explicit", help="Search space name or YAML path (default: the benchmark winner)."),
     metric: str = typer.Option("psnr", help="Quality objective (a registered metric name)."),
     calib: Optional[int] = typer.Option(None, help="Calibration items; default: all the profile defines."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL; default: SQLite in --out."),

@@ -32,7 +32,7 @@ from autodelta.files import atomic_write
 from autodelta.models import Profile, load_profile
 from autodelta.runtime import apply
 from autodelta.sampling import SamplerState, StepSampler
-from autodelta.schedule import Schedule, Step, ranges_needed_after
+from autodelta.schedule import Schedule, Step, cache_needs
 from autodelta.scoring import Scorer
 
 logger = logging.getLogger(__name__)
@@ -40,9 +40,9 @@ logger = logging.getLogger(__name__)
 
 # --- the evaluator ------------------------------------------------------------------------
 def _prefix_key(plan: tuple[Step, ...], k: int) -> tuple[Any, ...]:
-    """Key of the state after step k: the plan so far and the Δ ranges that state must hold."""
+    """Key of the state after step k: the plan so far and what its Δ-Cache must hold."""
     last_full = max(i for i in range(k + 1) if plan[i] is None)
-    return plan[: k + 1], ranges_needed_after(plan, last_full)
+    return plan[: k + 1], cache_needs(plan, last_full)
 
 
 class _PrefixCache:

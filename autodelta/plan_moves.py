@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from autodelta.schedule import CachedRange, Step
+from autodelta.schedule import CachedRange, Step, canonical
 
 Plan = tuple[Step, ...]
 
@@ -19,16 +19,17 @@ def neighbours(plan: Sequence[Step], ranges: Sequence[CachedRange], fits: Callab
 
     Moves: *shift* a full step up to ``max_shift`` steps (it trades places with a Δ step,
     which keeps that step's range: swapping neighbours is a shift by one); *re-range* a Δ
-    step to another named range; *fill* a Δ step (make it full, spending spare budget);
-    *trade* two Δ steps for one: both become full and a full step elsewhere becomes a
-    whole-range Δ step, when that still meets the budget.
+    step to another of the space's choices (another range, or replay ↔ forecast); *fill*
+    a Δ step (make it full, spending spare budget); *trade* two Δ steps for one: both
+    become full and a full step elsewhere becomes a whole-range Δ step, when that still
+    meets the budget. Forecasts left with one full step before them become replays.
     """
     base = list(plan)
     steps = len(base)
     out: list[Plan] = []
 
     def add(candidate: list[Step]) -> None:
-        key = tuple(candidate)
+        key = canonical(candidate)
         if key != tuple(base) and key[0] is None and key not in seen and fits(key):
             seen.add(key)
             out.append(key)
@@ -54,7 +55,7 @@ def neighbours(plan: Sequence[Step], ranges: Sequence[CachedRange], fits: Callab
         filled[i] = None
         add(filled)
     if ranges:  # trade: two neighbouring Δ steps full, one full step elsewhere whole-range Δ
-        widest = max(ranges, key=lambda r: r.length)
+        widest = max(ranges, key=lambda r: (r.length, -r.order))
         deltas = [i for i in range(1, steps) if base[i] is not None]
         for a, b in zip(deltas, deltas[1:]):
             for k in range(1, steps):

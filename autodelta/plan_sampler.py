@@ -11,10 +11,13 @@ scores on every calibration item. The report gives the rank correlation of the t
 
 1. **Greedy construction** (screened): from all-full, make a whole-range Δ step of the
    step whose replay costs least, until the budget is met.
-2. **Local search**: around the best trials (a beam), screen every move of
-   :func:`~autodelta.plan_moves.neighbours` and propose the best-screened one not yet
-   tried; an incumbent whose ``patience`` best moves were tried without beating it is
-   a local optimum, and the next one in the beam is searched.
+2. **Local search**: around the best trials (a beam), screen the moves of
+   :func:`~autodelta.plan_moves.neighbours` in a fixed shuffled order, ``chunk`` at a
+   time, and propose the best-screened untried one of the first chunk that beats the
+   incumbent's own screened score (all of them screened when none does: first
+   improvement, so a neighbourhood is rarely screened whole); an incumbent whose
+   ``patience`` proposals were tried without beating it is a local optimum, and the
+   next one in the beam is searched.
 3. When every neighbourhood is spent, a random two-move perturbation of the best plan.
 """
 
@@ -37,7 +40,7 @@ from autodelta.families.explicit import plan_values
 from autodelta.greedy import greedy_plan
 from autodelta.metrics import get_metric
 from autodelta.plan_moves import Plan, neighbours
-from autodelta.schedule import Step, decode_plan
+from autodelta.schedule import Step, decode_plan, encode_plan
 from autodelta.search import check_sampler
 from autodelta.spaces import SearchSpace
 
@@ -68,14 +71,14 @@ class PlanSampler(optuna.samplers.BaseSampler):
 
     def __init__(self, space: SearchSpace, evaluator: Evaluator, budget: Budget, metric: str = "psnr",
                  screen: Evaluator | None = None, seed: int = 0, beam: int = 4, patience: int = 3,
-                 max_shift: int = 3) -> None:
+                 max_shift: int = 3, chunk: int = 16) -> None:
         check_sampler("local", space)
         self.space, self.budget, self.metric = space, budget, metric
         self.steps, self.num_blocks, self.cost = evaluator.steps, evaluator.num_blocks, evaluator.cost
         self.ranges = space.range_set(self.num_blocks)
         self.screen = ScreenMemo(screen if screen is not None else evaluator, metric)
         self.sign = 1.0 if get_metric(metric).higher_is_better else -1.0
-        self.seed, self.beam, self.patience, self.max_shift = seed, beam, patience, max_shift
+        self.seed, self.beam, self.patience, self.max_shift, self.chunk = seed, beam, patience, max_shift, chunk
         self._greedy: Plan | None = None
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
         names = space.names(self.steps, self.num_blocks)
@@ -143,8 +146,27 @@ class PlanSampler(optuna.samplers.BaseSampler):
             fresh = [p for p in hood if p not in taken]
             if not fresh or sum(p in done for p in hood) >= self.patience:
                 continue  # a local optimum (or nothing left to try) here: the next incumbent
-            return max(fresh, key=lambda p: (self.sign * self.screen.score(p), -self.cost.plan_macs(p)))
+            return self._first_improvement(incumbent, fresh)
         return self._perturb(incumbents[0] if incumbents else greedy, taken, number)
+
+    def _first_improvement(self, incumbent: Plan, fresh: list[Plan]) -> Plan:
+        """The best screened of the first chunk (in a fixed order) holding a plan that beats ``incumbent``."""
+        rng = random.Random(f"{self.seed}:{encode_plan(incumbent)}")  # the same order in every process
+        order = rng.sample(fresh, len(fresh))
+        bar = self.sign * self.screen.score(incumbent)
+        best: Plan | None = None
+        for start in range(0, len(order), self.chunk):
+            for plan in order[start : start + self.chunk]:
+                if best is None or self._rank(plan) > self._rank(best):
+                    best = plan
+            assert best is not None
+            if self.sign * self.screen.score(best) > bar:
+                break
+        assert best is not None
+        return best
+
+    def _rank(self, plan: Plan) -> tuple[float, float]:
+        return self.sign * self.screen.score(plan), -self.cost.plan_macs(plan)
 
     def _perturb(self, plan: Plan, taken: set[Plan], number: int) -> Plan | None:
         rng = random.Random(self.seed * 100_003 + number)

@@ -7,7 +7,10 @@ transformer tracks steps, one ``ModelHook`` per block executes the plan:
 * full step: every block runs; for each range ``[s, s+n)`` a later Δ step will use,
   block ``s`` keeps its input ``h_s`` and block ``s+n-1`` stores ``Δ = h_{s+n} - h_s``;
 * Δ step with range ``[s, s+n)``: block ``s`` returns ``h_s + Δ`` without computing,
-  blocks ``s+1 … s+n-1`` pass their input through, everything else runs as usual.
+  blocks ``s+1 … s+n-1`` pass their input through, everything else runs as usual;
+* forecast step: the same, with ``Δ = Δ_a + w (Δ_a - Δ_b)`` extrapolated from the last two
+  full steps ``a`` > ``b`` (``w`` = steps since ``a`` over ``a - b``), so a full step keeps
+  the previous full step's Δ of the spans forecast after it.
 
 Example::
 
@@ -30,13 +33,15 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from autodelta.cost import CostModel
 from autodelta.errors import ScheduleError
-from autodelta.schedule import CachedRange, Schedule, Step, load_schedule, ranges_needed_after
+from autodelta.schedule import CachedRange, Schedule, Step, cache_needs, forecast_weight, load_schedule
 
 _STEP_HOOK = "autodelta_step_tracker"
 _BLOCK_HOOK = "autodelta_delta_block"
 
 # Per-step, per-block actions of the precomputed plan table.
 _RUN, _SKIP, _REPLAY = 0, 1, 2
+# Δ-Cache slots: the last full step's Δ, and the one before it (kept for forecasts).
+_LATEST, _PREVIOUS = 0, 1
 
 
 @dataclass
@@ -72,8 +77,10 @@ class _StepTable:
     """What each block does at one step; built once from the plan."""
 
     actions: tuple[int, ...]
-    replay: CachedRange | None = None
+    replay: CachedRange | None = None  # the span a Δ step replays or forecasts
+    weight: float | None = None  # forecast steps: w of Δ_a + w (Δ_a - Δ_b)
     skipped: int = 0
+    keep: frozenset[CachedRange] = frozenset()  # full steps: spans whose older Δ stays for forecasts
     record_in: dict[int, tuple[CachedRange, ...]] = field(default_factory=dict)
     record_out: dict[int, tuple[CachedRange, ...]] = field(default_factory=dict)
 
@@ -82,15 +89,16 @@ def _build_tables(plan: Sequence[Step], num_blocks: int) -> list[_StepTable]:
     tables: list[_StepTable] = []
     for i, step in enumerate(plan):
         if step is None:
-            needed = ranges_needed_after(plan, i)
+            needs = cache_needs(plan, i)
             rec_in: dict[int, list[CachedRange]] = {}
             rec_out: dict[int, list[CachedRange]] = {}
-            for rng in sorted(needed):
+            for rng in sorted(needs.record):
                 rec_in.setdefault(rng.start, []).append(rng)
                 rec_out.setdefault(rng.stop - 1, []).append(rng)
             tables.append(
                 _StepTable(
                     actions=(_RUN,) * num_blocks,
+                    keep=needs.keep,
                     record_in={k: tuple(v) for k, v in rec_in.items()},
                     record_out={k: tuple(v) for k, v in rec_out.items()},
                 )
@@ -100,7 +108,8 @@ def _build_tables(plan: Sequence[Step], num_blocks: int) -> list[_StepTable]:
             actions[step.start] = _REPLAY
             for k in range(step.start + 1, step.stop):
                 actions[k] = _SKIP
-            tables.append(_StepTable(actions=tuple(actions), replay=step, skipped=step.length))
+            tables.append(_StepTable(actions=tuple(actions), replay=step.span, skipped=step.length,
+                                     weight=forecast_weight(plan, i) if step.forecast else None))
     return tables
 
 
@@ -125,7 +134,7 @@ class DeltaCacheState:
         self.call_in_step = 0
         self.last_timestep: float | None = None
         self.timesteps_ref: Any = None
-        self.deltas: dict[tuple[int, CachedRange], torch.Tensor] = {}
+        self.deltas: dict[tuple[int, int, CachedRange], torch.Tensor] = {}  # (slot, call in step, span)
         self.inputs: dict[tuple[int, CachedRange], torch.Tensor] = {}
 
     def resume(self, step: int, timestep: float, deltas: dict[Any, torch.Tensor]) -> None:
@@ -171,7 +180,10 @@ class DeltaCacheState:
             self.step += 1
             self.call_in_step = 0
             if self.schedule.plan[self.step] is None:
-                self.deltas.clear()  # a full step replaces every Δ: older ones are never used again
+                # a full step replaces every Δ; the latest become the previous ones where a forecast needs them
+                keep = self.tables[self.step].keep
+                self.deltas = {(_PREVIOUS, call, span): delta for (slot, call, span), delta in self.deltas.items()
+                               if slot == _LATEST and span in keep}
             self.last_timestep = key
             self.stats.steps += 1
         else:
@@ -255,7 +267,7 @@ class _DeltaBlockHook(ModelHook):
             if records_out:
                 for rng in records_out:
                     start = state.inputs.pop((state.call_in_step, rng))
-                    state.deltas[(state.call_in_step, rng)] = out - start
+                    state.deltas[(_LATEST, state.call_in_step, rng)] = out - start
                 held = sum(t.nbytes for t in state.deltas.values())
                 state.stats.peak_cache_bytes = max(state.stats.peak_cache_bytes, held)
             return out
@@ -264,7 +276,10 @@ class _DeltaBlockHook(ModelHook):
             return hidden
         try:
             assert table.replay is not None
-            delta = state.deltas[(state.call_in_step, table.replay)]
+            delta = state.deltas[(_LATEST, state.call_in_step, table.replay)]
+            if table.weight is not None:
+                older = state.deltas[(_PREVIOUS, state.call_in_step, table.replay)]
+                return hidden + torch.lerp(delta, older, -table.weight)  # Δ_a + w (Δ_a - Δ_b)
         except KeyError:
             raise ScheduleError(
                 f"step {state.step} replays blocks {table.replay} but no full step recorded it in this "

@@ -2,8 +2,9 @@
 
 A plan is what the runtime executes: one entry per sampling step, ``None`` for a full
 step or a :class:`CachedRange` ``[s, s+n)`` whose blocks are replaced by the Δ-Cache
-recorded on the most recent full step (docs/design.md §1). The Δ-DiT parameters that produced
-a plan travel beside it for provenance only.
+recorded on the most recent full step (docs/design.md §1), or, with ``order=1``, by Δ
+extrapolated linearly from the last two full steps (Δ forecasting, docs/design.md §1). The
+Δ-DiT parameters that produced a plan travel beside it for provenance only.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import Any
 from autodelta.errors import ScheduleError
 from autodelta.files import Fields, atomic_write, dump_yaml, read_yaml
 
-FORMAT = "autodelta/schedule@1"
+FORMAT = "autodelta/schedule@2"
+READS = ("autodelta/schedule@1", FORMAT)
+"""@2 added ``{forecast: [start, length]}`` plan entries; @1 files (replay only) still load."""
 MAX_BLOCKS = 4096
 """More transformer blocks than any DiT has; larger counts in a file are mistakes (or attacks)."""
 MAX_STEPS = 10_000
@@ -26,21 +29,63 @@ MAX_STEPS = 10_000
 
 @dataclass(frozen=True, order=True)
 class CachedRange:
-    """Blocks ``[start, start + length)`` replayed from Δ-Cache on a Δ step."""
+    """Blocks ``[start, start + length)`` skipped on a Δ step.
+
+    ``order`` 0 replays the Δ recorded on the last full step; 1 forecasts it, extrapolating
+    linearly (in step index) from the Δs of the last two full steps, TaylorSeer's idea
+    applied to the Δ offset. Both cost the same MACs.
+    """
 
     start: int
     length: int
+    order: int = 0
 
     @property
     def stop(self) -> int:
         return self.start + self.length
 
+    @property
+    def span(self) -> CachedRange:
+        """The blocks alone: what a full step records, whichever way a Δ step uses it."""
+        return self if self.order == 0 else CachedRange(self.start, self.length)
+
+    @property
+    def forecast(self) -> bool:
+        return self.order == 1
+
     def __str__(self) -> str:
-        return f"delta [{self.start}, {self.length}]"
+        return f"{'forecast' if self.forecast else 'delta'} [{self.start}, {self.length}]"
 
 
 Step = CachedRange | None
 """One plan entry: ``None`` is a full step, a :class:`CachedRange` is a Δ step."""
+
+
+def previous_full(plan: Sequence[Step], step: int) -> list[int]:
+    """The full steps before ``step``, latest first."""
+    return [i for i in range(step - 1, -1, -1) if plan[i] is None]
+
+
+def forecast_weight(plan: Sequence[Step], step: int) -> float:
+    """``w`` of the forecast ``Δ = Δ_a + w (Δ_a - Δ_b)`` at ``step``, ``a`` > ``b`` its last two full steps."""
+    a, b = previous_full(plan, step)[:2]
+    return (step - a) / (a - b)
+
+
+def canonical(plan: Sequence[Step]) -> tuple[Step, ...]:
+    """``plan`` with forecasts that have only one full step before them turned into replays.
+
+    Such a forecast has nothing to extrapolate from; the search's generators call this so
+    that a plan file never holds one (:func:`validate_plan` refuses it).
+    """
+    out = list(plan)
+    fulls = 0
+    for i, step in enumerate(out):
+        if step is None:
+            fulls += 1
+        elif step.forecast and fulls < 2:
+            out[i] = step.span
+    return tuple(out)
 
 
 def validate_plan(plan: Sequence[Step], num_blocks: int, where: str = "plan") -> tuple[Step, ...]:
@@ -56,6 +101,13 @@ def validate_plan(plan: Sequence[Step], num_blocks: int, where: str = "plan") ->
             continue
         if not isinstance(step, CachedRange):
             raise ScheduleError(f"{where}[{i}] is {step!r}; use 'full' or {{delta: [start, length]}}")
+        if step.order not in (0, 1):
+            raise ScheduleError(f"{where}[{i}] has order {step.order}; use 0 (replay) or 1 (linear forecast)")
+        if step.forecast and len(previous_full(plan, i)) < 2:
+            raise ScheduleError(
+                f"{where}[{i}] forecasts Δ but only one full step precedes it; a forecast extrapolates from "
+                "the last two full steps: make it a replay ({delta: [start, length]})"
+            )
         if step.start < 0 or step.length < 1 or step.stop > num_blocks:
             raise ScheduleError(
                 f"{where}[{i}] caches blocks [{step.start}, {step.stop}) which is outside "
@@ -189,9 +241,9 @@ class Schedule:
     def from_dict(cls, doc: Any, source: str = "schedule") -> Schedule:
         reader = Fields(doc, source, ScheduleError, hint=" (see README, schedule format)")
         fmt = reader.get("format", str)
-        if fmt != FORMAT:
+        if fmt not in READS:
             raise ScheduleError(
-                f"{source}: format is {fmt!r} but autodelta reads {FORMAT!r}; "
+                f"{source}: format is {fmt!r} but autodelta reads {' and '.join(map(repr, READS))}; "
                 "re-export the schedule with this autodelta version"
             )
         model = reader.section("model")
@@ -235,8 +287,9 @@ def load_schedule(path: str | os.PathLike[str]) -> Schedule:
 
 # --- the one plan codec: schedule files, study attributes and Pareto files all use it ----------
 def encode_plan(plan: Sequence[Step]) -> list[Any]:
-    """A plan as YAML/JSON-ready entries: ``"full"`` or ``{"delta": [start, length]}``."""
-    return ["full" if step is None else {"delta": [step.start, step.length]} for step in plan]
+    """A plan as YAML/JSON-ready entries: ``"full"``, ``{"delta": [start, length]}`` or ``{"forecast": …}``."""
+    return ["full" if step is None else {"forecast" if step.forecast else "delta": [step.start, step.length]}
+            for step in plan]
 
 
 def decode_plan(entries: Sequence[Any], source: str = "plan") -> tuple[Step, ...]:
@@ -247,32 +300,51 @@ def decode_plan(entries: Sequence[Any], source: str = "plan") -> tuple[Step, ...
 def _decode_step(entry: Any, index: int, source: str) -> Step:
     if entry == "full":
         return None
-    if isinstance(entry, dict) and set(entry) == {"delta"}:
-        value = entry["delta"]
+    if isinstance(entry, dict) and len(entry) == 1 and set(entry) <= {"delta", "forecast"}:
+        ((kind, value),) = entry.items()
         if (
             isinstance(value, list)
             and len(value) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
-            return CachedRange(value[0], value[1])
+            return CachedRange(value[0], value[1], 1 if kind == "forecast" else 0)
     if isinstance(entry, list) and len(entry) == 2 and all(type(v) is int for v in entry):
         return CachedRange(entry[0], entry[1])  # studies written by autodelta 0.1.0 stored [start, length]
     text = repr(entry)
     raise ScheduleError(
         f"{source}: plan[{index}] is {text if len(text) <= 80 else text[:77] + '...'}; "
-        "write 'full' or {delta: [start, length]}"
+        "write 'full', {delta: [start, length]} or {forecast: [start, length]}"
     )
 
 
-def ranges_needed_after(plan: Sequence[Step], full_step: int) -> frozenset[CachedRange]:
-    """The ranges whose Δ the full step ``full_step`` must record: those its following Δ steps replay.
+@dataclass(frozen=True)
+class CacheNeeds:
+    """What the full step ``f`` must leave in Δ-Cache for the steps after it.
 
-    The runtime records exactly these, and the evaluator's prefix cache keys saved states
-    by them, so the two can never disagree about what a saved Δ-Cache holds.
+    ``record``: the spans whose Δ it records, those its Δ steps use, plus those forecast
+    after the next full step (a forecast reads Δ from both). ``keep``: the spans whose Δ
+    from the full step before it stays, as the older point of a forecast before the next
+    full step. The runtime records exactly these and the evaluator's prefix cache keys
+    saved states by them, so the two never disagree about what a saved Δ-Cache holds.
     """
-    needed: set[CachedRange] = set()
+
+    record: frozenset[CachedRange]
+    keep: frozenset[CachedRange]
+
+
+def cache_needs(plan: Sequence[Step], full_step: int) -> CacheNeeds:
+    segment = _segment(plan, full_step)
+    after = _segment(plan, full_step + 1 + len(segment)) if full_step + 1 + len(segment) < len(plan) else []
+    keep = frozenset(s.span for s in segment if s.forecast)
+    record = frozenset(s.span for s in segment) | frozenset(s.span for s in after if s.forecast)
+    return CacheNeeds(record=record, keep=keep)
+
+
+def _segment(plan: Sequence[Step], full_step: int) -> list[CachedRange]:
+    """The Δ steps after the full step ``full_step``, up to the next full one."""
+    out: list[CachedRange] = []
     for step in plan[full_step + 1 :]:
         if step is None:
             break
-        needed.add(step)
-    return frozenset(needed)
+        out.append(step)
+    return out

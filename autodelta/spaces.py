@@ -15,13 +15,16 @@ Expressions are evaluated by :mod:`autodelta.expressions` (bounded, no code runs
 family itself — what its parameters mean — is an object in :mod:`autodelta.families`.
 
 A per-step family (``explicit``) also names its Δ ranges, ``name: [start, length]`` in
-``N_b``; its one parameter ``step`` repeats as ``step_1`` … ``step_{T-1}``, ranging over
-0 (full) to ``R`` (the number of ranges)::
+``N_b``, and which of them a step may also *forecast* (Δ extrapolated from the last two
+full steps, docs/design.md §1); its one parameter ``step`` repeats as ``step_1`` …
+``step_{T-1}``, ranging over 0 (full) to ``R`` (the number of choices: the ranges, then
+their forecasts)::
 
     family: explicit
     ranges:
       whole: [0, N_b]
       rear:  [N_b // 4, N_b - N_b // 4]
+    forecast: [whole]
     params:
       step: {int: [0, R]}
 """
@@ -77,13 +80,15 @@ class SearchSpace:
     params: tuple[Param, ...]
     description: str = ""
     ranges: tuple[tuple[str, Any, Any], ...] = ()  # (name, start, length) expressions, per-step families
+    forecast: tuple[str, ...] = ()  # names of ranges a step may also forecast
 
     def range_set(self, num_blocks: int) -> tuple[CachedRange, ...]:
-        """The named Δ ranges for N_b = ``num_blocks``, in file order, duplicates dropped.
+        """The Δ choices for N_b = ``num_blocks``: the named ranges in file order, then the
+        forecasts of those ``forecast`` names; duplicates dropped.
 
         Evaluated once per space and N_b: every plan of a per-step space reads them.
         """
-        return _range_set(self.name, self.ranges, num_blocks)
+        return _range_set(self.name, self.ranges, self.forecast, num_blocks)
 
     def expanded(self, steps: int) -> tuple[Param, ...]:
         """The parameters a trial draws: a per-step family's one parameter once per step 1..T-1."""
@@ -142,8 +147,10 @@ class SearchSpace:
 
 
 @functools.lru_cache(maxsize=64)
-def _range_set(space: str, ranges: tuple[tuple[str, Any, Any], ...], num_blocks: int) -> tuple[CachedRange, ...]:
+def _range_set(space: str, ranges: tuple[tuple[str, Any, Any], ...], forecast: tuple[str, ...],
+               num_blocks: int) -> tuple[CachedRange, ...]:
     out: list[CachedRange] = []
+    named: dict[str, CachedRange] = {}
     for name, start, length in ranges:
         names = {"N_b": num_blocks}
         rng = CachedRange(int(evaluate_expression(start, names)), int(evaluate_expression(length, names)))
@@ -151,6 +158,11 @@ def _range_set(space: str, ranges: tuple[tuple[str, Any, Any], ...], num_blocks:
             validate_plan([None, rng], num_blocks, where=f"space {space}, range {name}")
         except ScheduleError as exc:
             raise SpaceError(str(exc)) from None
+        named[name] = rng
+        if rng not in out:
+            out.append(rng)
+    for name in forecast:
+        rng = CachedRange(named[name].start, named[name].length, 1)
         if rng not in out:
             out.append(rng)
     return tuple(out)
@@ -186,6 +198,7 @@ def load_space(name_or_path: str | os.PathLike[str], steps: int = 20, num_blocks
         raise SpaceError(f"search space {path}: unknown family {family!r}; use one of {', '.join(FAMILIES)}")
     names = FAMILIES[family].params
     ranges = _parse_ranges(doc.get("ranges"), FAMILIES[family], str(path))
+    forecast = _parse_forecast(doc.get("forecast"), ranges, str(path))
     params = []
     for pname, spec in doc["params"].items():
         if pname not in names:
@@ -196,7 +209,7 @@ def load_space(name_or_path: str | os.PathLike[str], steps: int = 20, num_blocks
     if missing:
         raise SpaceError(f"search space {path}: parameters {', '.join(sorted(missing))} are missing")
     space = SearchSpace(name=doc.get("name", path.stem), family=family, params=tuple(params),
-                        description=str(doc.get("description", "")), ranges=ranges)
+                        description=str(doc.get("description", "")), ranges=ranges, forecast=forecast)
     _check_ranges(space, steps, num_blocks, lines)
     return space
 
@@ -214,6 +227,18 @@ def _parse_ranges(doc: Any, family: SearchFamily, space: str) -> tuple[tuple[str
             raise SpaceError(f"search space {space}: range {name!r} must be [start, length], e.g. [0, N_b]")
         out.append((str(name), spec[0], spec[1]))
     return tuple(out)
+
+
+def _parse_forecast(doc: Any, ranges: tuple[tuple[str, Any, Any], ...], space: str) -> tuple[str, ...]:
+    if doc is None:
+        return ()
+    names = [name for name, _, _ in ranges]
+    if not ranges:
+        raise SpaceError(f"search space {space}: 'forecast' names ranges, so it needs a per-step family with 'ranges'")
+    if not isinstance(doc, list) or not all(isinstance(v, str) and v in names for v in doc):
+        raise SpaceError(f"search space {space}: 'forecast' must list range names from {names}, e.g. forecast: "
+                         f"[{names[0]}]")
+    return tuple(dict.fromkeys(doc))
 
 
 def _check_ranges(space: SearchSpace, steps: int, num_blocks: int, lines: Mapping[str, int]) -> None:

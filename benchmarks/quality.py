@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="1.3x,1.6x,2x,2.5x,3x")
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--items", type=int, help="held-out items scored (default: all of the profile's)")
-    parser.add_argument("--space", default="anchored", help="Search space(s), comma-separated: one row each.")
+    parser.add_argument("--space", default="explicit", help="Search space(s), comma-separated: one row each.")
     parser.add_argument("--baselines", default=",".join(BASELINES))
     parser.add_argument("--work", default="out/quality-bench", help="Folder for the searches (resumable).")
     parser.add_argument("--tag", default="", help="Suffix of this run's results file (runs split by budget or method).")

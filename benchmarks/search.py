@@ -10,7 +10,7 @@ the calibration items, scored on the held-out ones like every row).
 Targets (issue "search"): at 1.6x the default space beats the greedy by ≥ 0.5 dB and the
 paper's schedule by ≥ 4 dB on held-out seeds, and finds its best within 60% of its trials.
 
-    python benchmarks/search.py [--models tiny-dit,tiny-dit-p2] [--budget 1.6x] [--spaces anchored,explicit]
+    python benchmarks/search.py [--models tiny-dit,tiny-dit-p2] [--budget 1.6x] [--spaces explicit,anchored]
 """
 
 from __future__ import annotations
@@ -36,7 +36,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def letters(plan: tuple[Step, ...]) -> str:
-    return "".join("F" if s is None else ("d" if s.start == 0 else "r") for s in plan)
+    """F full; d / r a Δ replay from block 0 / a later block; D / R the same forecast."""
+    def letter(step: Step) -> str:
+        if step is None:
+            return "F"
+        code = "d" if step.start == 0 else "r"
+        return code.upper() if step.forecast else code
+    return "".join(letter(s) for s in plan)
 
 
 def bench_model(model: str, budget_text: str, spaces: list[str], trials: int, seed: int, greedy: bool) -> None:
@@ -102,7 +108,7 @@ def main() -> None:
     parser.add_argument("--models", default="tiny-dit,tiny-dit-p2")
     parser.add_argument("--budget", default="1.6x")
     parser.add_argument("--trials", type=int, default=60)
-    parser.add_argument("--spaces", default="anchored,explicit")
+    parser.add_argument("--spaces", default="explicit,anchored")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-greedy", action="store_true", help="Skip the greedy row (it takes about as long as a search).")
     args = parser.parse_args()

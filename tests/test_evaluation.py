@@ -39,7 +39,7 @@ def test_all_full_plan_scores_exactly_the_reference(profile, pipe, calib):
     assert result.speedup == pytest.approx(1.0)
 
 
-def test_reference_cache_hits_misses_and_recovers(profile, pipe, calib, tmp_path, capsys):
+def test_reference_cache_hits_misses_and_recovers(profile, pipe, calib, tmp_path, caplog):
     DiffusionEvaluator(profile, pipe, calib, cache_dir=tmp_path)
     files = list(tmp_path.glob("reference-*.pt"))
     assert len(files) == 1
@@ -51,14 +51,14 @@ def test_reference_cache_hits_misses_and_recovers(profile, pipe, calib, tmp_path
     files[0].write_bytes(b"not a torch file")  # corrupt: detected, said, regenerated
     calls.clear()
     again = DiffusionEvaluator(profile, pipe, calib, cache_dir=tmp_path)
-    assert len(calls) == profile.steps and "is corrupt" in capsys.readouterr().err
+    assert len(calls) == profile.steps and "is corrupt" in caplog.text
     assert torch.equal(again.reference, hit.reference)
     stale = DiffusionEvaluator(profile, pipe, calib, cache_dir=tmp_path, weights_id="other-weights")
     assert stale.reference_path() != hit.reference_path()
     torch.save({"key": {"model": "else"}, "images": hit.reference}, hit.reference_path())  # other weights
     calls.clear()
     DiffusionEvaluator(profile, pipe, calib, cache_dir=tmp_path)
-    assert len(calls) == profile.steps and "other weights" in capsys.readouterr().err
+    assert len(calls) == profile.steps and "other weights" in caplog.text
     handle.remove()
     assert other.reference.shape[0] == 3
 

@@ -59,6 +59,17 @@ class _Recorder:
             h.remove()
 
 
+def delta_step_by_hand(blocks, h, kwargs, s, n, delta):
+    """The last hidden state of a Δ step over ``[s, s+n)`` with offset ``delta``, block by block."""
+    with torch.no_grad():
+        for k in range(s):
+            h = blocks[k](h, **kwargs)
+        h = h + delta
+        for k in range(s + n, len(blocks)):
+            h = blocks[k](h, **kwargs)
+    return h
+
+
 @pytest.mark.parametrize("name", ["dit-test", "pixart-test"])
 def test_delta_step_equals_hand_computation(name):
     profile = load_profile(name)
@@ -73,14 +84,7 @@ def test_delta_step_equals_hand_computation(name):
         transformer(**x1)
     rec.close()
     delta = rec.outputs[s + n - 1] - rec.inputs[s]  # h_{s+n} - h_s at the full step
-    h = rec.inputs[28]  # h_0 at the second step
-    kw = rec.kwargs[28]
-    with torch.no_grad():
-        for k in range(s):
-            h = blocks[k](h, **kw)
-        h = h + delta
-        for k in range(s + n, 28):
-            h = blocks[k](h, **kw)
+    h = delta_step_by_hand(blocks, rec.inputs[28], rec.kwargs[28], s, n, delta)  # from h_0 at the second step
     schedule = make_schedule([None, CachedRange(s, n)], model=name)
     with autodelta.apply(transformer, schedule):
         rec2 = _Recorder([blocks[27]])

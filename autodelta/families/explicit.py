@@ -14,7 +14,7 @@ from typing import Any
 
 from autodelta.errors import AutodeltaError
 from autodelta.families.base import SearchFamily, SeedContext
-from autodelta.schedule import CachedRange, Step, validate_plan
+from autodelta.schedule import CachedRange, Step, canonical, validate_plan
 
 
 def step_param(i: int) -> str:
@@ -33,7 +33,11 @@ def plan_values(plan: Sequence[Step], ranges: Sequence[CachedRange]) -> dict[str
 
 
 class Explicit(SearchFamily):
-    """One choice per step: full (0) or the k-th named Δ range (k)."""
+    """One choice per step: full (0) or the k-th Δ choice (k): a named range, replayed or forecast.
+
+    A forecast with one full step before it has nothing to extrapolate from and replays
+    (:func:`~autodelta.schedule.canonical`), so such values give the replay's plan.
+    """
 
     name = "explicit"
     params = ("step",)
@@ -47,7 +51,7 @@ class Explicit(SearchFamily):
             if not 0 <= choice <= len(ranges):
                 raise AutodeltaError(f"{step_param(i)}={choice} names no range: use 0 (full) to {len(ranges)}")
             plan.append(None if choice == 0 else ranges[choice - 1])
-        return validate_plan(plan, num_blocks, where="explicit plan")
+        return validate_plan(canonical(plan), num_blocks, where="explicit plan")
 
     def seeds(self, context: SeedContext) -> list[tuple[str, dict[str, Any]]]:
         """The paper's schedule where the ranges express it, and every other step over the first range.
