@@ -154,15 +154,11 @@ class PlanSampler(optuna.samplers.BaseSampler):
         rng = random.Random(f"{self.seed}:{encode_plan(incumbent)}")  # the same order in every process
         order = rng.sample(fresh, len(fresh))
         bar = self.sign * self.screen.score(incumbent)
-        best: Plan | None = None
+        best = order[0]
         for start in range(0, len(order), self.chunk):
-            for plan in order[start : start + self.chunk]:
-                if best is None or self._rank(plan) > self._rank(best):
-                    best = plan
-            assert best is not None
-            if self.sign * self.screen.score(best) > bar:
+            best = max([best, *order[start : start + self.chunk]], key=self._rank)
+            if self._rank(best)[0] > bar:
                 break
-        assert best is not None
         return best
 
     def _rank(self, plan: Plan) -> tuple[float, float]:
