@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from autodelta.calibration import CalibrationSet
 from autodelta.cost import CostModel
 from autodelta.devices import inputs_on
+from autodelta.held_memory import HeldMemory
 from autodelta.models import Profile
 from autodelta.runtime import find_blocks
 from autodelta.scoring import Scorer
@@ -53,8 +54,10 @@ class Run:
     images: torch.Tensor  # [N, C, H, W] in [0, 1]
     macs: float  # per item (one generation), CFG included
     speedup: float  # full MACs / measured MACs
-    seconds: float  # wall time of all items' pipeline calls
-    peak_bytes: int | None = None  # peak device memory allocated during the calls (CUDA only)
+    seconds: float  # mean wall time of one item's pipeline call (the census item untimed; nan if none was timed)
+    # CUDA: peak memory allocated during the calls; CPU, when asked: the most bytes live tensors held
+    # after a transformer call of the first item (autodelta.held_memory); else None
+    peak_bytes: int | None = None
 
 
 class ItemwiseRunner:
@@ -120,9 +123,11 @@ class ItemwiseRunner:
                 HookRegistry.check_if_exists_or_initialize(module).remove_hook(_COUNTER, recurse=False)
             self.counts[:] = [self._module_counts[("block", i)] for i in range(len(self.blocks))]
 
-    def run(self, install: Installer | None = None, desc: str = "generate") -> Run:
-        """Generate every item with ``install(pipe)`` in place (``None``: full compute)."""
+    def run(self, install: Installer | None = None, desc: str = "generate", memory: bool = False) -> Run:
+        """Generate every item with ``install(pipe)`` in place (``None``: full compute); ``memory``: on CPU,
+        also count the bytes held between transformer calls on the first item (a census, ~0.2 s a call)."""
         images: list[np.ndarray] = []
+        held = HeldMemory()
         with self._counting():
             installed = install(self.pipe) if install is not None else None
             device = next(self.pipe.transformer.parameters()).device
@@ -130,28 +135,39 @@ class ItemwiseRunner:
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
             try:
-                seconds = 0.0
-                for label, seed in tqdm(list(zip(self.items.labels, self.items.seeds)), desc=desc, leave=False,
-                                        disable=not self.progress):
+                seconds, timed = 0.0, 0
+                census = memory and device.type != "cuda"
+                for index, (label, seed) in enumerate(tqdm(list(zip(self.items.labels, self.items.seeds)), desc=desc,
+                                                           leave=False, disable=not self.progress)):
                     if installed is not None:
                         installed.reset()
+                    if census and index == 0:
+                        with held.watching(self.pipe.transformer):  # untimed: the census is slow
+                            out = self._generate(label, seed)
+                        images.append(np.asarray(out.images, dtype=np.float32))
+                        continue
                     start = time.perf_counter()
-                    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(seed)  # DiTPipeline's stochastic schedulers use the global RNG
-                        out = self.profile.adapter.call(self.pipe, [label], [seed], self.profile.steps,
-                                                        self.profile.guidance_scale, self.resolution,
-                                                        self.conditioning)
+                    out = self._generate(label, seed)
                     seconds += time.perf_counter() - start
+                    timed += 1
                     images.append(np.asarray(out.images, dtype=np.float32))
-                peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+                peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+                        else held.peak if census else None)
             finally:
                 if installed is not None:
                     installed.remove()
             macs = self._measured_macs()
         stacked = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).contiguous()
         full = self.cost.full_macs(self.profile.steps)
-        return Run(images=stacked, macs=macs, speedup=full / macs if macs else float("inf"), seconds=seconds,
+        return Run(images=stacked, macs=macs, speedup=full / macs if macs else float("inf"),
+                   seconds=seconds / timed if timed else float("nan"),
                    peak_bytes=peak)
+
+    def _generate(self, label: Any, seed: int) -> Any:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # DiTPipeline's stochastic schedulers use the global RNG
+            return self.profile.adapter.call(self.pipe, [label], [seed], self.profile.steps,
+                                             self.profile.guidance_scale, self.resolution, self.conditioning)
 
     def _measured_macs(self) -> float:
         """Per-item MACs from what ran: pre/post on every call, each block's attention and feed-forward modules
@@ -189,24 +205,25 @@ class MethodResult:
     metrics: dict[str, float]
     images: torch.Tensor
     detail: str = ""
-    extra_bytes: int | None = None  # peak device memory above full compute's: what the method holds (CUDA only)
+    extra_bytes: int | None = None  # peak_bytes above full compute's: what the method holds (None: not measured)
 
 
 class Comparison:
     """Full compute once, then any schedule or baseline scored against it on the same items.
 
     Run-time methods get their knob tuned on ``calibration_items`` (default: the profile's
-    calibration seeds), never on the scored items, like the search.
+    calibration seeds), never on the scored items, like the search. ``memory``: measure what each
+    method holds on CPU too (a tensor census on the first item, which is then left out of the timing).
     """
 
     def __init__(self, profile: Profile, pipe: Any, items: CalibrationSet, cost: CostModel,
                  metrics: Sequence[str] | None = None, resolution: int | None = None, conditioning: Any = None,
-                 progress: bool = False, calibration_items: CalibrationSet | None = None) -> None:
-        self.profile, self.cost, self.items = profile, cost, items
+                 progress: bool = False, calibration_items: CalibrationSet | None = None, memory: bool = False) -> None:
+        self.profile, self.cost, self.items, self.memory = profile, cost, items, memory
         self.runner = ItemwiseRunner(profile, pipe, items, cost, resolution, conditioning, progress)
         self.calibration_items = calibration_items or CalibrationSet.from_profile(profile, None)
         self.scorer = Scorer(profile, metrics)
-        self.reference = self.runner.run(None, desc="full compute")
+        self.reference = self.runner.run(None, desc="full compute", memory=memory)
 
     def _result(self, name: str, run: Run, detail: str) -> MethodResult:
         values, _ = self.scorer.score(run.images, self.reference.images, self.items.labels)
@@ -221,13 +238,13 @@ class Comparison:
         again = self.runner.run(None, desc="full compute (re-timed)")
         if not torch.equal(again.images, self.reference.images):
             raise RuntimeError("full compute is not deterministic on this machine; wall speed-ups would mislead")
-        self.reference = again
+        self.reference = again if again.peak_bytes is not None else replace(again, peak_bytes=self.reference.peak_bytes)
 
     def full(self) -> MethodResult:
         return self._result("full compute", self.reference, "")
 
     def plan(self, name: str, plan: Sequence[Any], detail: str = "") -> MethodResult:
-        run = self.runner.run(plan_installer(plan, self.profile, self.cost), desc=name)
+        run = self.runner.run(plan_installer(plan, self.profile, self.cost), desc=name, memory=self.memory)
         return self._result(name, run, detail)
 
     def baseline(self, name: str, budget: Any, calibration: Callable[[], Any] | None = None) -> MethodResult:
@@ -242,5 +259,6 @@ class Comparison:
             full_steps = sum(step is None for step in plan)
             return self.plan(name, plan, f"{full_steps} full steps of {len(plan)}")
         tuned = tune(METHODS[name], self.runner.with_items(self.calibration_items), budget, self.profile.steps)
-        run = raise_until_met(tuned, lambda installer: self.runner.run(installer, desc=name), budget)
+        run = raise_until_met(tuned, lambda installer: self.runner.run(installer, desc=name, memory=self.memory),
+                              budget)
         return self._result(name, run, tuned.describe())

@@ -17,8 +17,10 @@ Fairness rules, the same for every row:
 - wall speed-ups are one timed pass per method against a full-compute pass re-timed at the
   start of each budget (noisy; the proxies are small, so per-call overhead weighs more than
   on DiT-XL);
-- extra memory is the peak device memory allocated during a method's calls minus full
-  compute's peak, on CUDA (``--device cuda``); the CPU has no such counter, so it is "—".
+- extra memory is what a method holds beyond full compute: on CUDA (``--device cuda``) the
+  peak memory allocated during its calls minus full compute's; on CPU, which keeps no allocator
+  statistics, the most bytes held by live tensors after a transformer call on the first item,
+  minus full compute's (``autodelta.held_memory``; that item is left out of the wall timing).
 
     python benchmarks/quality.py [--model tiny-dit] [--budgets 1.3x,1.6x,2x,2.5x,3x] [--trials 60] [--device cuda]
 """
@@ -26,9 +28,11 @@ Fairness rules, the same for every row:
 from __future__ import annotations
 
 import argparse
+import platform
 import time
 from pathlib import Path
 
+import diffusers
 import torch
 
 from autodelta.baselines import BASELINES
@@ -73,7 +77,13 @@ def row(budget: str, result: MethodResult) -> list[str]:
     return [budget, result.name, result.detail, f"{result.speedup:.3f}x", f"{result.wall_speedup:.2f}x",
             f"{m['psnr']:.2f}", f"{m['ssim']:.4f}", f"{m['sobel_rel_err']:.4f}", f"{m['dft_hf_rel_err']:.4f}",
             f"{m['classifier_accuracy']:.3f}", f"{m['frechet_distance']:.1f}",
-            "—" if result.extra_bytes is None else f"{result.extra_bytes / 2**20:.2f} MiB"]
+            _size(result.extra_bytes)]
+
+
+def _size(nbytes: int | None) -> str:
+    if nbytes is None:
+        return "—"
+    return f"{nbytes / 2**20:.2f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KiB"
 
 
 def main() -> None:
@@ -102,7 +112,8 @@ def main() -> None:
         return EvaluatorFactory(args.model, cache_dir=default_cache_dir(), device=args.device)()
 
     start = time.perf_counter()
-    comparison = Comparison(profile, profile.load_pipeline(device=args.device), items, cost, METRICS, progress=True)
+    comparison = Comparison(profile, profile.load_pipeline(device=args.device), items, cost, METRICS, progress=True,
+                            memory=True)
     rows = [row("—", comparison.full())]
     points: dict[str, list[tuple[float, float]]] = {}
     notes: list[str] = []
@@ -152,8 +163,11 @@ def main() -> None:
            "PSNR/SSIM/Sobel/DFT against full compute on the same seeds; classifier accuracy and Fréchet distance "
            "(digit-classifier features) against the asked digits / real held-out digits.", "",
            text, "", *[f"- {n}" for n in notes], ""]
+    machine = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+               else f"CPU {platform.machine()}, {torch.get_num_threads()} torch threads")
+    doc.insert(3, f"Machine: {machine}; torch {torch.__version__}, diffusers {diffusers.__version__}.")
     (RESULTS / f"quality-{profile.name}{args.tag}.md").write_text("\n".join(doc))
-    print(f"machine: {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
+    print(f"machine: {machine}")
     if not args.tag:
         save_quality_png(points, ROOT.parent / "docs" / f"quality-{profile.name}.png")
     print(f"wrote benchmarks/results/quality-{profile.name}{args.tag}.md" + ("" if args.tag else
@@ -167,7 +181,7 @@ def merge(model: str, parts: list[Path]) -> None:
     intro: list[str] = []
     for part in parts:
         lines = part.read_text().splitlines()
-        intro = intro or lines[:3]
+        intro = intro or lines[:4]
         for line in lines:
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if line.startswith("|") and len(cells) == len(HEADER) and cells[0] not in ("budget",) and \

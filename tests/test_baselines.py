@@ -180,3 +180,20 @@ def test_a_budget_beyond_a_methods_reach_names_its_maximum(capsys, profile):
                             profile.cost_model(), metrics=["psnr"], calibration_items=CalibrationSet.from_profile(profile, 1))
     with pytest.raises(BudgetError, match=r"pab cannot reach budget 3x: its maximum here is \d+\.\d+x"):
         comparison.baseline("pab", parse_budget("3x"))
+
+
+def test_extra_memory_on_cpu_is_the_delta_cache_a_plan_holds(profile):
+    """The CPU census (autodelta.held_memory) sees one Δ per replayed range and two per forecast one."""
+    items = CalibrationSet.from_profile(profile, 1)
+    comparison = Comparison(profile, profile.load_pipeline(), items, profile.cost_model(), metrics=["psnr"],
+                            memory=True)
+    config = comparison.runner.pipe.transformer.config
+    tokens = (config.sample_size // config.patch_size) ** 2
+    delta = 2 * tokens * config.num_attention_heads * config.attention_head_dim * 4  # [CFG 2, tokens, hidden] fp32
+    full = comparison.plan("all full", [None] * 20)
+    replay = comparison.plan("replay", [None, None] + [CachedRange(0, 28)] * 18)
+    forecast = comparison.plan("forecast", [None, None, None] + [CachedRange(0, 28, 1)] * 17)
+    assert comparison.full().extra_bytes == 0 and full.extra_bytes is not None and full.extra_bytes < delta
+    assert replay.extra_bytes is not None and forecast.extra_bytes is not None
+    assert delta <= replay.extra_bytes < 2 * delta
+    assert delta <= forecast.extra_bytes - replay.extra_bytes < 2 * delta
