@@ -214,12 +214,15 @@ class Comparison:
     Run-time methods get their knob tuned on ``calibration_items`` (default: the profile's
     calibration seeds), never on the scored items, like the search. ``memory``: measure what each
     method holds on CPU too (a tensor census on the first item, which is then left out of the timing).
+    ``retime``: time full compute again right before every scored run, so each wall speed-up divides
+    two runs made side by side (on a shared machine the load drifts over a long benchmark).
     """
 
     def __init__(self, profile: Profile, pipe: Any, items: CalibrationSet, cost: CostModel,
                  metrics: Sequence[str] | None = None, resolution: int | None = None, conditioning: Any = None,
-                 progress: bool = False, calibration_items: CalibrationSet | None = None, memory: bool = False) -> None:
-        self.profile, self.cost, self.items, self.memory = profile, cost, items, memory
+                 progress: bool = False, calibration_items: CalibrationSet | None = None, memory: bool = False,
+                 retime: bool = False) -> None:
+        self.profile, self.cost, self.items, self.memory, self.retime_each = profile, cost, items, memory, retime
         self.runner = ItemwiseRunner(profile, pipe, items, cost, resolution, conditioning, progress)
         self.calibration_items = calibration_items or CalibrationSet.from_profile(profile, None)
         self.scorer = Scorer(profile, metrics)
@@ -240,12 +243,16 @@ class Comparison:
             raise RuntimeError("full compute is not deterministic on this machine; wall speed-ups would mislead")
         self.reference = again if again.peak_bytes is not None else replace(again, peak_bytes=self.reference.peak_bytes)
 
+    def _scored(self, install: Installer, name: str) -> Run:
+        if self.retime_each:
+            self.retime()
+        return self.runner.run(install, desc=name, memory=self.memory)
+
     def full(self) -> MethodResult:
         return self._result("full compute", self.reference, "")
 
     def plan(self, name: str, plan: Sequence[Any], detail: str = "") -> MethodResult:
-        run = self.runner.run(plan_installer(plan, self.profile, self.cost), desc=name, memory=self.memory)
-        return self._result(name, run, detail)
+        return self._result(name, self._scored(plan_installer(plan, self.profile, self.cost), name), detail)
 
     def baseline(self, name: str, budget: Any, calibration: Callable[[], Any] | None = None) -> MethodResult:
         """Baseline ``name`` set to ``budget``: a plan resolved from the cost, a plan chosen on the
@@ -259,6 +266,5 @@ class Comparison:
             full_steps = sum(step is None for step in plan)
             return self.plan(name, plan, f"{full_steps} full steps of {len(plan)}")
         tuned = tune(METHODS[name], self.runner.with_items(self.calibration_items), budget, self.profile.steps)
-        run = raise_until_met(tuned, lambda installer: self.runner.run(installer, desc=name, memory=self.memory),
-                              budget)
+        run = raise_until_met(tuned, lambda installer: self._scored(installer, name), budget)
         return self._result(name, run, tuned.describe())

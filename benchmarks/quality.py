@@ -14,9 +14,9 @@ Fairness rules, the same for every row:
   MagCache with its calibration run, SeaCache, PAB, DBCache) tune their threshold,
   interval or window there; a threshold method whose held-out speed-up falls short is
   made more aggressive until it meets the budget (speed only, never quality);
-- wall speed-ups are one timed pass per method against a full-compute pass re-timed at the
-  start of each budget (noisy; the proxies are small, so per-call overhead weighs more than
-  on DiT-XL);
+- wall speed-ups are one timed pass per method against a full-compute pass timed right
+  before it (still noisy on a shared machine; the proxies are small, so per-call overhead
+  weighs more than on DiT-XL);
 - extra memory is what a method holds beyond full compute: on CUDA (``--device cuda``) the
   peak memory allocated during its calls minus full compute's; on CPU, which keeps no allocator
   statistics, the most bytes held by live tensors after a transformer call on the first item,
@@ -113,13 +113,12 @@ def main() -> None:
 
     start = time.perf_counter()
     comparison = Comparison(profile, profile.load_pipeline(device=args.device), items, cost, METRICS, progress=True,
-                            memory=True)
+                            memory=True, retime=True)
     rows = [row("—", comparison.full())]
     points: dict[str, list[tuple[float, float]]] = {}
     notes: list[str] = []
     for budget_text in args.budgets.split(","):
         budget = parse_budget(budget_text)
-        comparison.retime()  # the wall speed-ups of this budget's rows divide by a full run timed just before
         results: list[MethodResult] = []
         for space in [s for s in args.space.split(",") if s]:
             label = f"autodelta ({space})"
