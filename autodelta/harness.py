@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -213,7 +213,8 @@ class Comparison:
 
     Run-time methods get their knob tuned on ``calibration_items`` (default: the profile's
     calibration seeds), never on the scored items, like the search. ``memory``: measure what each
-    method holds on CPU too (a tensor census on the first item, which is then left out of the timing).
+    method holds on CPU too (a tensor census on the first item, which is then left out of the timing;
+    full compute's census is taken again right before each method's).
     ``retime``: time full compute again right before every scored run, so each wall speed-up divides
     two runs made side by side (on a shared machine the load drifts over a long benchmark).
     """
@@ -237,14 +238,15 @@ class Comparison:
                             metrics=values, images=run.images, detail=detail, extra_bytes=extra)
 
     def retime(self) -> None:
-        """Time full compute again (same images), so wall speed-ups compare runs made close together."""
-        again = self.runner.run(None, desc="full compute (re-timed)")
+        """Run full compute again (same images), so wall speed-ups and memory compare runs made close
+        together: what the process holds besides a method (earlier results, say) drifts over a benchmark."""
+        again = self.runner.run(None, desc="full compute (re-timed)", memory=self.memory)
         if not torch.equal(again.images, self.reference.images):
             raise RuntimeError("full compute is not deterministic on this machine; wall speed-ups would mislead")
-        self.reference = again if again.peak_bytes is not None else replace(again, peak_bytes=self.reference.peak_bytes)
+        self.reference = again
 
     def _scored(self, install: Installer, name: str) -> Run:
-        if self.retime_each:
+        if self.retime_each or self.memory:
             self.retime()
         return self.runner.run(install, desc=name, memory=self.memory)
 

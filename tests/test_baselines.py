@@ -197,3 +197,5 @@ def test_extra_memory_on_cpu_is_the_delta_cache_a_plan_holds(profile):
     assert replay.extra_bytes is not None and forecast.extra_bytes is not None
     assert delta <= replay.extra_bytes < 2 * delta
     assert delta <= forecast.extra_bytes - replay.extra_bytes < 2 * delta
+    again = comparison.plan("replay", [None, None] + [CachedRange(0, 28)] * 18)  # more results alive now: no drift
+    assert again.extra_bytes == replay.extra_bytes
