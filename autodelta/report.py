@@ -148,12 +148,14 @@ def save_quality_png(points: dict[str, list[tuple[float, float]]], path: str | o
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
-    markers = itertools.chain(["*"], itertools.cycle(["s", "^", "D", "v", "P", "o", "X", "<", ">", "h"]))
-    for (name, values), marker in zip(points.items(), markers):
+    markers = itertools.chain(["*"], itertools.cycle(["s", "^", "D", "v", "P", "o", "X", "<", ">", "h", "p"]))
+    palette = [plt.get_cmap("tab20")(i) for i in range(20)]  # a listed colormap: integer i is its i-th colour
+    colors = itertools.cycle(palette[0::2] + palette[1::2])  # ten strong colours, then their light twins
+    for (name, values), marker, color in zip(points.items(), markers, colors):
         values = sorted(v for v in values if v[1] == v[1])  # drop NaN (unreachable budgets)
         if values:
             ax.plot([v[0] for v in values], [v[1] for v in values], f"-{marker}", ms=9 if marker == "*" else 5,
-                    label=name, lw=2.2 if marker == "*" else 1.0)
+                    label=name, lw=2.2 if marker == "*" else 1.0, color=color)
     ax.set_xlabel("MACs speed-up (measured)")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7, loc="best", ncol=2)

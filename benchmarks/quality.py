@@ -195,8 +195,8 @@ def merge(model: str, parts: list[Path]) -> None:
         if r[0] != "—" and r[3].endswith("x") and r[5] not in ("—", "inf"):
             points.setdefault(r[1], []).append((float(r[3][:-1]), float(r[5])))
     text = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)] + ["| " + " | ".join(r) + " |" for r in rows]
-    doc = [*intro, "", f"Merged from {len(parts)} runs split by budget and method, same items and code.", "", *text, "",
-           *notes, ""]
+    merged = [f"Merged from {len(parts)} runs split by budget or method, same items and code.", ""] if len(parts) > 1 else []
+    doc = [*intro, "", *merged, *text, "", *notes, ""]
     (RESULTS / f"quality-{model}.md").write_text("\n".join(doc))
     save_quality_png(points, ROOT.parent / "docs" / f"quality-{model}.png")
     print("\n".join(text))
