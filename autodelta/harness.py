@@ -125,7 +125,7 @@ class ItemwiseRunner:
 
     def run(self, install: Installer | None = None, desc: str = "generate", memory: bool = False) -> Run:
         """Generate every item with ``install(pipe)`` in place (``None``: full compute); ``memory``: on CPU,
-        also count the bytes held between transformer calls on the first item (a census, ~0.2 s a call)."""
+        also count the bytes held between transformer calls on the first item (a census, ~0.3 s a call)."""
         images: list[np.ndarray] = []
         held = HeldMemory()
         with self._counting():
