@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,15 +141,13 @@ class ItemwiseRunner:
                                                            leave=False, disable=not self.progress)):
                     if installed is not None:
                         installed.reset()
-                    if census and index == 0:
-                        with held.watching(self.pipe.transformer):  # untimed: the census is slow
-                            out = self._generate(label, seed)
-                        images.append(np.asarray(out.images, dtype=np.float32))
-                        continue
+                    counted = census and index == 0  # the census item goes untimed: a census is slow
                     start = time.perf_counter()
-                    out = self._generate(label, seed)
-                    seconds += time.perf_counter() - start
-                    timed += 1
+                    with held.watching(self.pipe.transformer) if counted else nullcontext():
+                        out = self._generate(label, seed)
+                    if not counted:
+                        seconds += time.perf_counter() - start
+                        timed += 1
                     images.append(np.asarray(out.images, dtype=np.float32))
                 peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                         else held.peak if census else None)

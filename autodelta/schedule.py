@@ -333,8 +333,9 @@ class CacheNeeds:
 
 
 def cache_needs(plan: Sequence[Step], full_step: int) -> CacheNeeds:
+    """What the full step ``full_step`` of ``plan`` records and keeps (:class:`CacheNeeds`)."""
     segment = _segment(plan, full_step)
-    after = _segment(plan, full_step + 1 + len(segment)) if full_step + 1 + len(segment) < len(plan) else []
+    after = _segment(plan, full_step + 1 + len(segment))  # the next full step's segment (empty past the end)
     keep = frozenset(s.span for s in segment if s.forecast)
     record = frozenset(s.span for s in segment) | frozenset(s.span for s in after if s.forecast)
     return CacheNeeds(record=record, keep=keep)
