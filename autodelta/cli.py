@@ -141,7 +141,15 @@ def evaluate_cmd(
 def search_cmd(
     model: str = _MODEL,
     budget: str = _BUDGET,
-    trials: int = typer.Option(60, help="Completed trials the study should reach (a rerun resumes)."),
+    budgets: Optional[str] = typer.Option(None, help="Several budgets from one study, e.g. 1.3x,1.6x,2x,2.5x,3x: "
+                                                     "one schedule each (overrides --budget)."),
+    trials: Optional[int] = typer.Option(None, help="Completed trials (real evaluations) the study should reach; "
+                                                    "default 24 with the model sampler (+12 per extra budget), "
+                                                    "else 60. A rerun resumes."),
+    max_generations: Optional[int] = typer.Option(None, "--max-generations",
+                                                  help="Bound on item-generations (one calibration item generated once),"
+                                                       " every phase counted: reference, model probes, screening, "
+                                                       "trials."),
     space: str = typer.Option("explicit", help="Search space name or YAML path (default: the benchmark winner)."),
     metric: str = typer.Option("psnr", help="Quality objective (a registered metric name)."),
     calib: Optional[int] = typer.Option(None, help="Calibration items; default: all the profile defines."),
@@ -151,7 +159,8 @@ def search_cmd(
     devices: Optional[str] = typer.Option(None, help="Devices for the workers in turn, e.g. cuda:0,cuda:2."),
     out: Path = typer.Option(Path("out/search"), help="Folder for the study and the outputs."),
     seed: int = typer.Option(0, help="Sampler seed."),
-    sampler: str = typer.Option("auto", help="auto (local on explicit spaces, else tpe), local, tpe, nsga2 or random."),
+    sampler: str = typer.Option("auto", help="auto (model on explicit spaces, else tpe), model, local (greedy + "
+                                             "screened moves), tpe, nsga2 or random."),
     random_weights: bool = _RANDOM_WEIGHTS,
     device: str = _DEVICE,
     dtype: str = _DTYPE,
@@ -165,7 +174,8 @@ def search_cmd(
 
     run_search(_options(model, random_weights, device, dtype, resolution, prompt_embeds, batch_size),
                budget_text=budget, trials=trials, space_name=space, metric=metric, calib=calib, storage=storage,
-               study=study, jobs=jobs, out=out, seed=seed, resume_any=resume_any, sampler=sampler, devices=devices)
+               study=study, jobs=jobs, out=out, seed=seed, resume_any=resume_any, sampler=sampler, devices=devices,
+               budgets_text=budgets, max_generations=max_generations)
 
 
 def _click_error(exc: BaseException) -> tuple[str, int] | None:

@@ -119,6 +119,14 @@ def parse_budget(text: str) -> Budget:
     return Budget(speedup=100.0 / value, text=f"{value:g}%")
 
 
+def parse_budgets(text: str) -> list[Budget]:
+    """``"1.3x,1.6x,2x"``: several budgets, loosest first, each parsed by :func:`parse_budget`."""
+    budgets = {b.speedup: b for b in (parse_budget(part) for part in str(text).split(",") if part.strip())}
+    if not budgets:
+        raise BudgetError(f"budgets {text!r} name no budget; write e.g. '1.3x,1.6x,2x'")
+    return [budgets[k] for k in sorted(budgets)]
+
+
 def paper_rule(cost: CostModel, steps: int, budget: Budget) -> DeltaDiTParams:
     """The paper's rule: ``N = ⌈T·ΣM_b / M_g⌉``, then the smallest ``N_c`` that fits.
 

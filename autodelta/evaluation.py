@@ -26,14 +26,17 @@ import torch
 
 from autodelta.calibration import CalibrationSet, item_set
 from autodelta.cost import CostModel
+from autodelta.error_model import ErrorModel, Gains, fit_gains, probe_plans
 from autodelta.errors import AutodeltaError
-from autodelta.evaluator import Evaluation, Evaluator  # noqa: F401 - the interface, re-exported
+from autodelta.evaluator import Evaluation, Evaluator
 from autodelta.files import atomic_write
 from autodelta.models import Profile, load_profile
 from autodelta.runtime import apply
 from autodelta.sampling import SamplerState, StepSampler
-from autodelta.schedule import Schedule, Step, cache_needs
+from autodelta.schedule import CachedRange, Schedule, Step, cache_needs
 from autodelta.scoring import Scorer
+from autodelta.trajectory import Trajectory, TrajectoryRecorder
+from autodelta.work import WorkMeter
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +78,11 @@ class DiffusionEvaluator:
     def __init__(self, profile: Profile, pipe: Any, calibration: CalibrationSet, cost: CostModel | None = None,
                  metrics: Sequence[str] | None = None, cache_dir: str | os.PathLike[str] | None = None,
                  weights_id: str | None = None, prefix_reuse: bool = True, cache_bytes: int = 512 * 2**20,
-                 resolution: int | None = None, conditioning: Any = None, batch_size: int | None = None) -> None:
+                 resolution: int | None = None, conditioning: Any = None, batch_size: int | None = None,
+                 record: Sequence[CachedRange] = (), meter: WorkMeter | None = None) -> None:
         self.profile, self.pipe, self.calibration = profile, pipe, calibration
+        self.meter = meter if meter is not None else WorkMeter()
+        self.item_indices = tuple(range(len(calibration)))  # positions in the trajectory's items
         self.steps, self.num_blocks = profile.steps, profile.num_blocks
         self.cost = cost or profile.require_cost()
         self.scorer = Scorer(profile, metrics)
@@ -92,6 +98,8 @@ class DiffusionEvaluator:
         self.blocks_naive = 0
         self.weights_id = weights_id or _weights_id(profile)
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.record = tuple(dict.fromkeys(r.span for r in record))
+        self.trajectory: Trajectory | None = None
         self.reference = self._load_or_generate_reference()
 
     def _make_samplers(self) -> list[StepSampler]:
@@ -101,8 +109,25 @@ class DiffusionEvaluator:
                                              self.conditioning) for i in range(0, len(labels), size)]
 
     @property
-    def sampler(self) -> StepSampler:
-        return self.samplers[0]
+    def items(self) -> int:
+        return len(self.calibration)
+
+    @property
+    def probe_count(self) -> int:
+        return 2 * self.steps - 3
+
+    def error_model(self, probe: Evaluator, stored: Any) -> tuple[ErrorModel, Any]:
+        """The trajectory error model; its gains from ``stored`` or, when absent, from probes run on ``probe``."""
+        if self.trajectory is None:
+            raise AutodeltaError("this evaluator recorded no trajectory; build it with record= the space's ranges")
+        widest = max(self.trajectory.spans, key=lambda s: (s.length, -s.start))
+        gains = Gains.from_dict(stored, self.steps) if stored is not None else None
+        if gains is None:
+            if not isinstance(probe, DiffusionEvaluator):
+                raise AutodeltaError("the error model probes on a subset of the same evaluator (evaluator.subset)")
+            mse = [probe.evaluate(plan).item_mse() for plan in probe_plans(self.steps, widest)]
+            gains = fit_gains(self.trajectory, widest, mse, probe.item_indices)
+        return ErrorModel(self.trajectory, gains), gains.as_dict()
 
     def subset(self, count: int) -> DiffusionEvaluator:
         """An evaluator on ``count`` of these items, spread over them (conditions and seeds both vary).
@@ -123,6 +148,7 @@ class DiffusionEvaluator:
         other.prefix = _PrefixCache(self.prefix.max_bytes)
         other.blocks_computed = other.blocks_naive = 0
         other.reference = self.reference[picks]
+        other.item_indices = tuple(self.item_indices[i] for i in picks)
         other.__dict__.pop("_shape", None)
         return other
 
@@ -149,24 +175,41 @@ class DiffusionEvaluator:
             try:
                 doc = torch.load(path, weights_only=True)
                 images = doc.get("images") if isinstance(doc, dict) else None
+                trajectory = Trajectory.from_doc(doc.get("trajectory")) if isinstance(doc, dict) else None
                 if not isinstance(doc, dict) or doc.get("key") != self.reference_key():
                     reason = "it was made for other weights or settings"
                 elif not isinstance(images, torch.Tensor) or tuple(images.shape) != self._image_shape():
                     reason = f"its images have shape {getattr(images, 'shape', None)}, not {self._image_shape()}"
                 elif not bool(torch.isfinite(images).all()):
                     reason = "its images hold NaN or inf"
+                elif self.record and (trajectory is None or not set(self.record) <= set(trajectory.spans)):
+                    reason = "it holds no trajectory of the spans this search needs"
                 else:
+                    self.trajectory = trajectory
                     return images
             except Exception as exc:  # corrupt or truncated file: say so and regenerate
                 reason = f"it is corrupt ({type(exc).__name__})"
             logger.warning("reference cache %s is unusable: %s; regenerating it", path, reason)
-        images = self._generate([None] * self.steps, count=False)
+        with self.meter.during("reference"):
+            self.meter.charge(len(self.calibration))
+            images = self._generate([None] * self.steps, count=False, record=bool(self.record))
         if not bool(torch.isfinite(images).all()):
             raise AutodeltaError(f"full compute of {self.profile.name} produced NaN or inf images; its weights or "
                                  "dtype are broken (try --dtype fp32), so no quality can be measured against it")
+        if self.record:
+            deltas: dict[CachedRange, torch.Tensor] = {}
+            for recorder in self._recorders:
+                recorder.collect(deltas, len(self.calibration))
+            sketch = self._recorders[0].sketch
+            del self._recorders
+            self.trajectory = Trajectory(self.record, self.steps, len(self.calibration),
+                                         sketch.as_dict() if sketch else {}, deltas)
         if path is not None:
             buffer = io.BytesIO()
-            torch.save({"key": self.reference_key(), "images": images}, buffer)
+            doc = {"key": self.reference_key(), "images": images}
+            if self.trajectory is not None:
+                doc["trajectory"] = self.trajectory.to_doc()
+            torch.save(doc, buffer)
             atomic_write(path, buffer.getvalue())
         return images
 
@@ -191,10 +234,17 @@ class DiffusionEvaluator:
         """Images of the calibration set with ``plan`` installed, ``[N, C, H, W]`` in [0, 1]."""
         return self._generate(plan)
 
-    def _generate(self, plan: Sequence[Step], count: bool = True) -> torch.Tensor:
+    def _generate(self, plan: Sequence[Step], count: bool = True, record: bool = False) -> torch.Tensor:
+        """Images of ``plan``; ``record``: also keep the trajectory of ``self.record`` (in ``self._recorders``)."""
+        if count:
+            self.meter.charge(len(self.calibration))
         while True:
+            offsets = range(0, len(self.calibration), self.batch_size)
+            self._recorders = [TrajectoryRecorder(self.record, self.steps, offset, len(sampler.seeds))
+                               for offset, sampler in zip(offsets, self.samplers)] if record else []
             try:
-                return torch.cat([self._generate_batch(i, sampler, tuple(plan), count)
+                return torch.cat([self._generate_batch(i, sampler, tuple(plan), count,
+                                                       self._recorders[i] if record else None)
                                   for i, sampler in enumerate(self.samplers)])
             except torch.OutOfMemoryError:
                 if self.batch_size == 1:
@@ -204,7 +254,8 @@ class DiffusionEvaluator:
                 self.samplers, self.prefix = self._make_samplers(), _PrefixCache(self.prefix.max_bytes)
                 torch.cuda.empty_cache()
 
-    def _generate_batch(self, index: int, sampler: StepSampler, plan: tuple[Step, ...], count: bool) -> torch.Tensor:
+    def _generate_batch(self, index: int, sampler: StepSampler, plan: tuple[Step, ...], count: bool,
+                        observer: TrajectoryRecorder | None = None) -> torch.Tensor:
         start = sampler.initial_state()
         for k in range(len(plan) - 1, -1, -1):
             hit = self.prefix.get((index, *_prefix_key(plan, k)))
@@ -213,7 +264,7 @@ class DiffusionEvaluator:
                 break
         schedule = Schedule(model=self.profile.name, num_blocks=self.num_blocks, scheduler=self.profile.scheduler,
                             steps=self.steps, plan=plan)
-        with apply(sampler.transformer, schedule, cost=self.cost) as handle:
+        with apply(sampler.transformer, schedule, cost=self.cost, observer=observer) as handle:
             state = start
             if state.step >= 0:
                 handle.state.resume(state.step, sampler.timestep_key(state, state.step), state.deltas)
@@ -264,15 +315,19 @@ class EvaluatorFactory:
     device: str = "cpu"  # resolved already (see autodelta.devices): workers get their own
     dtype: str = "fp32"
     batch_size: int | None = None  # None: every item in one batch
+    record: tuple[CachedRange, ...] = ()  # spans whose trajectory the reference records (the error model's)
+    steps: int | None = None  # sample this many steps instead of the profile's (benchmarks of search cost vs T)
 
     def __call__(self) -> DiffusionEvaluator:
         from autodelta.models import parse_dtype
 
         profile = load_profile(self.model)
+        if self.steps is not None:
+            profile.steps = self.steps
         pipe = profile.load_pipeline(random_weights=self.random_weights, dtype=parse_dtype(self.dtype),
                                      device=self.device)
         return DiffusionEvaluator(profile, pipe, item_set(profile, self.calib, self.heldout), metrics=self.metrics,
                                   cache_dir=self.cache_dir, prefix_reuse=self.prefix_reuse,
                                   resolution=profile.check_resolution(self.resolution),
                                   conditioning=profile.adapter.conditioning(self.prompt_embeds),
-                                  batch_size=self.batch_size)
+                                  batch_size=self.batch_size, record=self.record)

@@ -12,17 +12,29 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
+from typing import Protocol
 
-from autodelta.cost import Budget
+from autodelta.cost import Budget, CostModel
 from autodelta.errors import BudgetError
-from autodelta.evaluator import Evaluator
+from autodelta.evaluator import Evaluation
 from autodelta.metrics import get_metric
 from autodelta.schedule import CachedRange, Step
+
+
+class PlanScorer(Protocol):
+    """What the greedy reads: a real evaluator, or the search's screening memo."""
+
+    cost: CostModel
+    steps: int
+    num_blocks: int
+
+    def evaluate(self, plan: Sequence[Step]) -> Evaluation: ...
 
 logger = logging.getLogger(__name__)
 
 
-def greedy_plan(evaluator: Evaluator, budget: Budget, metric: str = "psnr") -> tuple[Step, ...]:
+def greedy_plan(evaluator: PlanScorer, budget: Budget, metric: str = "psnr") -> tuple[Step, ...]:
     """The greedy whole-stack plan that meets ``budget``, chosen on ``evaluator``'s items."""
     sign = 1.0 if get_metric(metric).higher_is_better else -1.0
     whole = CachedRange(0, evaluator.num_blocks)

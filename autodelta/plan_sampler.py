@@ -24,25 +24,19 @@ scores on every calibration item. The report gives the rank correlation of the t
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import Sequence
-from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, IntDistribution
-from optuna.trial import FrozenTrial, TrialState
 
 from autodelta.cost import Budget
-from autodelta.errors import AutodeltaError
 from autodelta.evaluator import Evaluation, Evaluator
-from autodelta.families.explicit import plan_values
+from autodelta.explicit_sampler import ExplicitPlanSampler
 from autodelta.greedy import greedy_plan
-from autodelta.metrics import get_metric
 from autodelta.plan_moves import Plan, neighbours
-from autodelta.schedule import Step, decode_plan, encode_plan
-from autodelta.search import check_sampler
+from autodelta.schedule import Step, encode_plan
 from autodelta.spaces import SearchSpace
+from autodelta.work import WorkExhausted
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +52,8 @@ class ScreenMemo:
     def score(self, plan: Sequence[Step]) -> float:
         key = tuple(plan)
         if key not in self.scores:
-            self.scores[key] = float(self.evaluator.evaluate(key).metrics[self.metric])
+            with self.evaluator.meter.during("screening"):
+                self.scores[key] = float(self.evaluator.evaluate(key).metrics[self.metric])
         return self.scores[key]
 
     def evaluate(self, plan: Sequence[Step]) -> Evaluation:  # the Evaluator protocol, for the greedy construction
@@ -66,77 +61,39 @@ class ScreenMemo:
         return Evaluation(metrics={self.metric: value}, macs=self.cost.plan_macs(plan), speedup=self.cost.speedup(plan))
 
 
-class PlanSampler(optuna.samplers.BaseSampler):
+class PlanSampler(ExplicitPlanSampler):
     """Proposes whole explicit plans; see the module docstring for the order."""
 
     def __init__(self, space: SearchSpace, evaluator: Evaluator, budget: Budget, metric: str = "psnr",
                  screen: Evaluator | None = None, seed: int = 0, beam: int = 4, patience: int = 3,
                  max_shift: int = 3, chunk: int = 16) -> None:
-        check_sampler("local", space)
-        self.space, self.budget, self.metric = space, budget, metric
-        self.steps, self.num_blocks, self.cost = evaluator.steps, evaluator.num_blocks, evaluator.cost
-        self.ranges = space.range_set(self.num_blocks)
+        super().__init__(space, evaluator.steps, evaluator.num_blocks, evaluator.cost, budget, metric, seed, max_shift)
         self.screen = ScreenMemo(screen if screen is not None else evaluator, metric)
-        self.sign = 1.0 if get_metric(metric).higher_is_better else -1.0
-        self.seed, self.beam, self.patience, self.max_shift, self.chunk = seed, beam, patience, max_shift, chunk
+        self.beam, self.patience, self.chunk = beam, patience, chunk
         self._greedy: Plan | None = None
-        self._fallback = optuna.samplers.RandomSampler(seed=seed)
-        names = space.names(self.steps, self.num_blocks)
-        self._dists: dict[str, BaseDistribution] = {}
-        for param in space.expanded(self.steps):
-            low, high = param.bounds(names)
-            self._dists[param.name] = IntDistribution(int(low), int(high))
 
-    # --- Optuna's sampler interface --------------------------------------------------------------
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return dict(self._dists)
-
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        if "fixed_params" in trial.system_attrs:  # an enqueued seed: its parameters are given
-            return {}
-        plan = self.propose(study, trial.number)
-        values = plan_values(plan, self.ranges) if plan is not None else None
-        if values is None:
-            return {}
-        return {k: v for k, v in values.items() if k in search_space and search_space[k]._contains(v)}
-
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
-
-    # --- proposals ------------------------------------------------------------------------------
-    def fits(self, plan: Plan) -> bool:
-        return self.budget.met_by(self.cost, plan)
+    def screened(self, plan: Plan) -> float | None:
+        return self.screen.scores.get(tuple(plan))
 
     def greedy(self) -> Plan:
         if self._greedy is None:
             self._greedy = tuple(greedy_plan(self.screen, self.budget, self.metric))
         return self._greedy
 
-    def _plan_of(self, trial: FrozenTrial) -> Plan | None:
-        if "plan" in trial.user_attrs:
-            return decode_plan(trial.user_attrs["plan"], f"trial {trial.number}")
-        params = {**trial.params, **trial.system_attrs.get("fixed_params", {})}
-        if all(name in params for name in self._dists):
-            try:
-                return self.space.plan(params, self.steps, self.num_blocks)
-            except AutodeltaError:
-                return None
-        return None
-
     def propose(self, study: optuna.Study, number: int = 0) -> Plan | None:
-        """The next plan to score on every calibration item, from what the study already holds."""
-        done: dict[Plan, float] = {}
-        taken: set[Plan] = set()
-        for t in study.get_trials(deepcopy=False):
-            plan = self._plan_of(t)
-            if plan is None:
-                continue
-            if t.state == TrialState.COMPLETE and t.values and not math.isnan(t.values[0]):
-                done.setdefault(plan, self.sign * t.values[0])
-            if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL):
-                taken.add(plan)
+        """The next plan to score on every calibration item, from what the study already holds.
+
+        ``None`` (Optuna then draws at random, and the objective refuses to evaluate) when
+        --max-generations leaves no room to screen.
+        """
+        try:
+            return self._propose(study, number)
+        except WorkExhausted:
+            return None
+
+    def _propose(self, study: optuna.Study, number: int) -> Plan | None:
+        held = self.study_plans(study)
+        done, taken = held.done, held.taken
         greedy = self.greedy()
         if greedy not in taken:
             return greedy
@@ -147,7 +104,7 @@ class PlanSampler(optuna.samplers.BaseSampler):
             if not fresh or sum(p in done for p in hood) >= self.patience:
                 continue  # a local optimum (or nothing left to try) here: the next incumbent
             return self._first_improvement(incumbent, fresh)
-        return self._perturb(incumbents[0] if incumbents else greedy, taken, number)
+        return self.perturb(incumbents[0] if incumbents else greedy, taken, number)
 
     def _first_improvement(self, incumbent: Plan, fresh: list[Plan]) -> Plan:
         """The best screened of the first chunk (in a fixed order) holding a plan that beats ``incumbent``."""
@@ -163,15 +120,3 @@ class PlanSampler(optuna.samplers.BaseSampler):
 
     def _rank(self, plan: Plan) -> tuple[float, float]:
         return self.sign * self.screen.score(plan), -self.cost.plan_macs(plan)
-
-    def _perturb(self, plan: Plan, taken: set[Plan], number: int) -> Plan | None:
-        rng = random.Random(self.seed * 100_003 + number)
-        first = neighbours(plan, self.ranges, lambda p: True, self.max_shift)
-        if not first:
-            return None
-        for _ in range(50):
-            second = neighbours(rng.choice(first), self.ranges, self.fits, self.max_shift)
-            fresh = [p for p in second if p not in taken]
-            if fresh:
-                return rng.choice(fresh)
-        return None

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
@@ -72,6 +72,20 @@ class RuntimeStats:
         return text
 
 
+class DeltaObserver(Protocol):
+    """Receives every Δ a full step computes for ``spans`` (the trajectory error model records them).
+
+    Called as ``observer(step, call, span, delta)``; ``delta`` is ``h_{s+n} - h_s`` of the whole
+    call's batch. The observer must not keep a reference it modifies: the runtime may reuse it.
+    """
+
+    @property
+    def spans(self) -> Collection[CachedRange]:
+        """The spans whose Δ it wants on every full step."""
+
+    def __call__(self, step: int, call: int, span: CachedRange, delta: torch.Tensor) -> None: ...
+
+
 @dataclass
 class _StepTable:
     """What each block does at one step; built once from the plan."""
@@ -83,16 +97,17 @@ class _StepTable:
     keep: frozenset[CachedRange] = frozenset()  # full steps: spans whose older Δ stays for forecasts
     record_in: dict[int, tuple[CachedRange, ...]] = field(default_factory=dict)
     record_out: dict[int, tuple[CachedRange, ...]] = field(default_factory=dict)
+    needed: frozenset[CachedRange] = frozenset()  # full steps: spans the plan's later steps read (the rest are observed)
 
 
-def _build_tables(plan: Sequence[Step], num_blocks: int) -> list[_StepTable]:
+def _build_tables(plan: Sequence[Step], num_blocks: int, observed: Collection[CachedRange] = ()) -> list[_StepTable]:
     tables: list[_StepTable] = []
     for i, step in enumerate(plan):
         if step is None:
             needs = cache_needs(plan, i)
             rec_in: dict[int, list[CachedRange]] = {}
             rec_out: dict[int, list[CachedRange]] = {}
-            for rng in sorted(needs.record):
+            for rng in sorted(needs.record | frozenset(observed)):
                 rec_in.setdefault(rng.start, []).append(rng)
                 rec_out.setdefault(rng.stop - 1, []).append(rng)
             tables.append(
@@ -101,6 +116,7 @@ def _build_tables(plan: Sequence[Step], num_blocks: int) -> list[_StepTable]:
                     keep=needs.keep,
                     record_in={k: tuple(v) for k, v in rec_in.items()},
                     record_out={k: tuple(v) for k, v in rec_out.items()},
+                    needed=needs.record,
                 )
             )
         else:
@@ -116,9 +132,11 @@ def _build_tables(plan: Sequence[Step], num_blocks: int) -> list[_StepTable]:
 class DeltaCacheState:
     """Step counter and Δ-Cache shared by the hooks; Δ tensors live for one generation."""
 
-    def __init__(self, schedule: Schedule, cost: CostModel | None, pipeline: Any | None) -> None:
+    def __init__(self, schedule: Schedule, cost: CostModel | None, pipeline: Any | None,
+                 observer: DeltaObserver | None = None) -> None:
         self.schedule = schedule
-        self.tables = _build_tables(schedule.plan, schedule.num_blocks)
+        self.observer = observer
+        self.tables = _build_tables(schedule.plan, schedule.num_blocks, observer.spans if observer else ())
         self.cost = cost
         self.pipeline = pipeline
         self.reset_stats()
@@ -267,7 +285,11 @@ class _DeltaBlockHook(ModelHook):
             if records_out:
                 for rng in records_out:
                     start = state.inputs.pop((state.call_in_step, rng))
-                    state.deltas[(_LATEST, state.call_in_step, rng)] = out - start
+                    delta = out - start
+                    if rng in table.needed:
+                        state.deltas[(_LATEST, state.call_in_step, rng)] = delta
+                    if state.observer is not None and rng in state.observer.spans:
+                        state.observer(state.step, state.call_in_step, rng, delta)
                 held = sum(t.nbytes for t in state.deltas.values())
                 state.stats.peak_cache_bytes = max(state.stats.peak_cache_bytes, held)
             return out
@@ -373,6 +395,7 @@ def apply(
     cost: CostModel | None = None,
     blocks_attr: str = "transformer_blocks",
     compile: bool = False,
+    observer: DeltaObserver | None = None,
 ) -> DeltaCacheHandle:
     """Install ``schedule`` on a diffusers pipeline (``pipe.transformer``) or a bare transformer.
 
@@ -385,6 +408,9 @@ def apply(
     plan skips is never called, a computed block runs its compiled graph, and the graph
     does not depend on the step (no recompilation per step; identical blocks share it).
     ``remove()`` restores the blocks' eager forwards.
+
+    ``observer`` (see :class:`DeltaObserver`) is handed the Δ of its spans on every full step,
+    whether or not the plan replays them: that is how a full-compute run records its trajectory.
     """
     if not isinstance(schedule, Schedule):
         schedule = load_schedule(schedule)
@@ -408,7 +434,7 @@ def apply(
         raise ScheduleError("a schedule is already applied to this model; call .remove() on its handle first")
     if cost is None:
         cost = _profile_cost(schedule)
-    state = DeltaCacheState(schedule, cost, pipeline)
+    state = DeltaCacheState(schedule, cost, pipeline, observer)
     compiled = [(block, vars(block).get("forward")) for block in blocks] if compile else []
     for block, _ in compiled:
         block.forward = torch.compile(block.forward)

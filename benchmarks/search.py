@@ -1,35 +1,39 @@
-"""Search benchmark: the default and the other search spaces against the paper's schedule and the greedy, per model.
+"""Search benchmark: what the default search costs in item-generations, and what it finds, side by side.
 
-For each model and space: wall time, trials until the final best (and that as a share of
-the trials), the prefix-reuse ratio (block evaluations naive / computed), the screened/full
-rank correlation of the structure-aware sampler, and the chosen schedule's PSNR on the
-calibration seeds and on held-out seeds, next to the paper's rule schedule and the plain
-greedy (from all-full, the whole-stack Δ step that costs least, until the budget; chosen on
-the calibration items, scored on the held-out ones like every row).
+Part 1, per model and budget: the default search (the model sampler: trajectory error
+model, DP seeds, model-ranked local search) against the previous default (the local
+sampler: screened greedy construction, then 60 trials of screened first-improvement moves),
+each on its own fresh evaluator, scored on held-out items. Printed: held-out PSNR of each
+chosen plan, item-generations of each search (one calibration item generated once; every
+phase counted), and the paper's rule schedule.
 
-Targets (issue "search"): at 1.6x the default space beats the greedy by ≥ 0.5 dB and the
-paper's schedule by ≥ 4 dB on held-out seeds, and finds its best within 60% of its trials.
+Part 2, per model: the default search's item-generations at T = 20, 28 and 50 sampling
+steps (the proxies run at those step counts), to show how its cost grows with T.
 
-    python benchmarks/search.py [--models tiny-dit,tiny-dit-p2] [--budget 1.6x] [--spaces explicit,anchored]
+Targets (issue "search cost"): at 1.6x, 2x and 3x, held-out quality within 0.3 dB of the
+previous default using at most 20% of its item-generations; item-generations at most
+linear in T.
+
+    python benchmarks/search.py [--models tiny-dit,tiny-dit-p2] [--budgets 1.6x,2x,3x] [--steps 20,28,50]
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import diffusers
 import torch
 
 from autodelta.cost import paper_rule, parse_budget
 from autodelta.evaluation import EvaluatorFactory
-from autodelta.greedy import greedy_plan
 from autodelta.models import load_profile
-from autodelta.report import plan_map_text
-from autodelta.schedule import Schedule, Step
-from autodelta.search import SearchSettings, run_search
-from autodelta.search_outputs import write_outputs
+from autodelta.schedule import Step
+from autodelta.search import SearchOutcome, SearchSettings, default_trials, run_search
 from autodelta.spaces import load_space
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,76 +49,102 @@ def letters(plan: tuple[Step, ...]) -> str:
     return "".join(letter(s) for s in plan)
 
 
-def bench_model(model: str, budget_text: str, spaces: list[str], trials: int, seed: int, greedy: bool) -> None:
+@dataclass
+class Run:
+    sampler: str
+    trials: int
+    outcome: SearchOutcome
+    heldout: float
+    seconds: float
+
+    @property
+    def generations(self) -> int:
+        return sum(self.outcome.generations.values())
+
+
+def search(model: str, budget_text: str, sampler: str, trials: int | None, steps: int | None, cache: str) -> Run:
+    """One search from a fresh evaluator (its reference counted unless already cached) and its held-out score."""
     profile = load_profile(model)
-    budget = parse_budget(budget_text)
-    cache = tempfile.mkdtemp(prefix="autodelta-bench-")
-    calib = EvaluatorFactory(profile.name, cache_dir=cache)()
-    heldout = EvaluatorFactory(profile.name, heldout=True, cache_dir=cache)()
-    rule_plan = paper_rule(calib.cost, profile.steps, budget).plan(profile.steps, profile.num_blocks)
-    paper_held = heldout.evaluate(rule_plan).metrics["psnr"]
-    print(f"# search benchmark: {profile.name}, budget {budget}, {trials} trials per space, "
-          f"{len(calib.calibration)} calibration / {len(heldout.calibration)} held-out items, "
-          f"torch threads {torch.get_num_threads()}", flush=True)
-    rows = [("paper rule", calib.cost.speedup(rule_plan), calib.evaluate(rule_plan).metrics["psnr"], paper_held,
-             "—", "—", "—", "—", rule_plan)]
-    greedy_held = None
-    if greedy:
-        evaluator = EvaluatorFactory(profile.name, cache_dir=cache)()
-        start = time.perf_counter()
-        plan = greedy_plan(evaluator, budget)
-        seconds = time.perf_counter() - start
-        greedy_held = heldout.evaluate(plan).metrics["psnr"]
-        rows.append(("greedy", calib.cost.speedup(plan), evaluator.evaluate(plan).metrics["psnr"], greedy_held,
-                     "—", f"{seconds:.0f}", f"{evaluator.reuse_ratio:.2f}x", "—", plan))
-        print(f"  greedy: {letters(plan)} in {seconds:.0f} s", flush=True)
-    for name in spaces:
-        space = load_space(name, profile.steps, profile.num_blocks)
-        evaluator = EvaluatorFactory(profile.name, cache_dir=cache)()
-        out = Path(tempfile.mkdtemp(prefix=f"autodelta-{name}-"))
-        settings = SearchSettings(budget=budget, space=space, trials=trials, storage=f"sqlite:///{out / 'study.db'}",
-                                  study_name=name, seed=seed, model=profile.name)
-        start = time.perf_counter()
-        outcome = run_search(evaluator, settings, progress=False)
-        seconds = time.perf_counter() - start
-        figures = write_outputs(outcome, settings, evaluator, lambda: heldout, profile, out)
-        best = outcome.best
-        assert best is not None
-        found = figures["found_at"]
-        corr = figures["screen_correlation"]
-        rows.append((f"search: {name}", best.speedup, figures["best"], figures["best_heldout"],
-                     f"{found} ({(found + 1) / trials:.0%})", f"{seconds:.0f}", f"{evaluator.reuse_ratio:.2f}x",
-                     "—" if corr is None else f"{corr:.2f}", best.plan))
-        (RESULTS / f"search-{profile.name}-{name}.md").write_text((out / "report.md").read_text())
-        print(f"  {name}: {letters(best.plan)} in {seconds:.0f} s", flush=True)
-    print()
-    print(f"| {profile.name} @ {budget} | MACs speed-up | PSNR calib (dB) | PSNR held-out (dB) | vs paper | vs greedy | "
-          "trials to best | time s | reuse (blocks) | screen/full rank corr. |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, speed, cal, held, found, secs, reuse, corr, _ in rows:
-        vs_greedy = "—" if greedy_held is None or name == "greedy" else f"{held - greedy_held:+.2f}"
-        print(f"| {name} | {speed:.3f}x | {cal:.2f} | {held:.2f} | {held - paper_held:+.2f} | {vs_greedy} | {found} | "
-              f"{secs} | {reuse} | {corr} |")
-    winner = max(rows, key=lambda r: r[3])
-    print(f"\nbest on held-out seeds: {winner[0]} ({winner[3]:.2f} dB, {winner[3] - paper_held:+.2f} dB over the paper's "
-          "schedule)")
-    chosen = Schedule(model=profile.name, num_blocks=profile.num_blocks, scheduler=profile.scheduler,
-                      steps=profile.steps, plan=winner[8])
-    print(plan_map_text(chosen), flush=True)
+    steps = steps or profile.steps
+    space = load_space("explicit", steps, profile.num_blocks)
+    out = Path(tempfile.mkdtemp(prefix=f"autodelta-bench-{sampler}-"))
+    settings = SearchSettings(budget=parse_budget(budget_text), space=space, trials=0, sampler=sampler,
+                              storage=f"sqlite:///{out / 'study.db'}", study_name=f"{sampler}-{budget_text}",
+                              model=model)
+    settings.trials = trials or default_trials(settings)
+    record = space.range_set(profile.num_blocks) if sampler == "model" else ()
+    start = time.perf_counter()
+    evaluator = EvaluatorFactory(model, cache_dir=cache, record=record, steps=steps)()
+    outcome = run_search(evaluator, settings, progress=False)
+    seconds = time.perf_counter() - start
+    assert outcome.best is not None
+    held = EvaluatorFactory(model, heldout=True, cache_dir=cache, steps=steps)()
+    return Run(sampler, settings.trials, outcome, held.evaluate(outcome.best.plan).metrics["psnr"], seconds)
+
+
+def quality_part(model: str, budgets: list[str], old_trials: int) -> list[str]:
+    lines = [f"## {model}: the default search against the previous one (held-out PSNR dB to full compute)", "",
+             "| budget | paper rule | previous default (local, screened) | its item-gens | default (model) | "
+             "its item-gens | Δ dB | share of gens | previous plan | default plan |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    profile = load_profile(model)
+    for budget_text in budgets:
+        cache = tempfile.mkdtemp(prefix="autodelta-refs-")  # fresh: each search pays for its own reference
+        old = search(model, budget_text, "local", old_trials, None, cache)
+        cache = tempfile.mkdtemp(prefix="autodelta-refs-")
+        new = search(model, budget_text, "model", None, None, cache)
+        held = EvaluatorFactory(model, heldout=True, cache_dir=cache)()
+        cost = held.cost
+        paper = held.evaluate(paper_rule(cost, profile.steps, parse_budget(budget_text)).plan(
+            profile.steps, profile.num_blocks)).metrics["psnr"]
+        assert old.outcome.best is not None and new.outcome.best is not None
+        row = (f"| {budget_text} | {paper:.2f} | {old.heldout:.2f} at {old.outcome.best.speedup:.3f}x "
+               f"({old.trials} trials, {old.seconds:.0f} s) | {old.generations} | {new.heldout:.2f} at "
+               f"{new.outcome.best.speedup:.3f}x ({new.trials} trials, {new.seconds:.0f} s) | {new.generations} | "
+               f"{new.heldout - old.heldout:+.2f} | {new.generations / old.generations:.1%} | "
+               f"`{letters(old.outcome.best.plan)}` | `{letters(new.outcome.best.plan)}` |")
+        lines.append(row)
+        phases = ", ".join(f"{k} {v}" for k, v in new.outcome.generations.items())
+        corr = new.outcome.model_correlation
+        print(row, flush=True)
+        print(f"    default's phases: {phases}; error model's Spearman with real trials "
+              f"{'—' if corr is None else f'{corr[0]:.2f} over {corr[1]}'}", flush=True)
+    return lines
+
+
+def steps_part(model: str, steps: list[int], budget: str) -> list[str]:
+    lines = [f"## {model}: the default search's item-generations against T (budget {budget})", "",
+             "| T | item-generations | reference | model probes | trials | per step T | held-out PSNR dB |",
+             "|---|---|---|---|---|---|---|"]
+    for t in steps:
+        run = search(model, budget, "model", None, t, tempfile.mkdtemp(prefix="autodelta-refs-"))
+        g = run.outcome.generations
+        row = (f"| {t} | {run.generations} | {g.get('reference', 0)} | {g.get('model', 0)} | {g.get('trials', 0)} | "
+               f"{run.generations / t:.1f} | {run.heldout:.2f} |")
+        lines.append(row)
+        print(row, flush=True)
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny-dit,tiny-dit-p2")
-    parser.add_argument("--budget", default="1.6x")
-    parser.add_argument("--trials", type=int, default=60)
-    parser.add_argument("--spaces", default="explicit,anchored")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-greedy", action="store_true", help="Skip the greedy row (it takes about as long as a search).")
+    parser.add_argument("--budgets", default="1.6x,2x,3x")
+    parser.add_argument("--steps", default="20,28,50", help="T values of part 2 (empty: skip it)")
+    parser.add_argument("--steps-budget", default="1.6x")
+    parser.add_argument("--old-trials", type=int, default=60, help="trials of the previous default (its default)")
+    parser.add_argument("--out", default=str(RESULTS / "search.md"))
     args = parser.parse_args()
+    machine = (f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+               f"diffusers {diffusers.__version__}")
+    lines = ["# python benchmarks/search.py", "", f"Machine: {machine}.", ""]
+    print(lines[2], flush=True)
     for model in args.models.split(","):
-        bench_model(model, args.budget, [s for s in args.spaces.split(",") if s], args.trials, args.seed,
-                    not args.no_greedy)
+        lines += quality_part(model, [b for b in args.budgets.split(",") if b], args.old_trials) + [""]
+        if args.steps:
+            lines += steps_part(model, [int(t) for t in args.steps.split(",")], args.steps_budget) + [""]
+    Path(args.out).write_text("\n".join(lines))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
