@@ -201,6 +201,7 @@ class CacheMethod:
     low: float = 1e-3  # continuous knob: bisection range (log space); more skipping as it grows
     high: float = 10.0
     settings: Callable[[int], list[Any]] | None = None  # discrete knob: candidates for T steps
+    extreme: Callable[[int], Any] | None = None  # discrete knob: the setting that skips most (tried first)
     calibrate: Callable[[Any, Any], Any] | None = None  # (runner, steps) -> extras (MagCache's ratios)
 
 
@@ -285,10 +286,12 @@ def _magcache_ratios(runner: Any, steps: int) -> tuple[int, list[float]]:
 
 METHODS: dict[str, CacheMethod] = {m.name: m for m in [
     CacheMethod("fbcache", "threshold", _fbcache),
-    CacheMethod("taylorseer", "interval, warm-up", _taylorseer, settings=_taylorseer_settings),
+    CacheMethod("taylorseer", "interval, warm-up", _taylorseer, settings=_taylorseer_settings,
+                extreme=lambda steps: (8, 1)),
     CacheMethod("magcache", "threshold", _magcache, low=1e-3, high=100.0, calibrate=_magcache_ratios),
     CacheMethod("seacache", "threshold", _seacache),
-    CacheMethod("pab", "skip range, timestep window", lambda s, _e: pab_installer(s), settings=_pab_settings),
+    CacheMethod("pab", "skip range, timestep window", lambda s, _e: pab_installer(s), settings=_pab_settings,
+                extreme=lambda steps: (6, (0, 1000))),
     CacheMethod("dbcache", "threshold", lambda x, _e: cache_dit_installer(x)),
     CacheMethod("dbcache-taylorseer", "threshold", lambda x, _e: cache_dit_installer(x, taylorseer=True)),
 ]}
@@ -336,9 +339,15 @@ def tune(method: CacheMethod, runner: Any, budget: Budget, steps: int, iteration
 
 def _tune_discrete(method: CacheMethod, runner: Any, budget: Budget, steps: int, extras: Any) -> Tuned:
     """Static settings: their MACs do not depend on the item, so each is measured on one item, the
-    least-skipping one that meets the budget is confirmed on all items."""
+    least-skipping one that meets the budget is confirmed on all items. The most-skipping setting goes
+    first: a budget it cannot meet is refused after one generation, not after every setting's."""
     assert method.settings is not None
     one = runner.subset(1)
+    if method.extreme is not None:
+        extreme = method.extreme(steps)
+        top = one.run(method.install(extreme, extras), desc=f"{method.name} settings").speedup
+        if not meets(budget, top):
+            raise _unreachable(method.name, budget, top, f"{method.knob} {extreme}")
     measured = [(one.run(method.install(s, extras), desc=f"{method.name} settings").speedup, i, s)
                 for i, s in enumerate(method.settings(steps))]
     fitting = sorted((m, i, s) for m, i, s in measured if meets(budget, m))

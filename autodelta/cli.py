@@ -10,19 +10,24 @@ import typer
 
 from autodelta.errors import AutodeltaError
 from autodelta.logs import configure_cli_logging
+from autodelta.schedule import MAX_STEPS
+
+SEED_MAX = 2**32 - 1
+"""Seeds are numpy/torch seeds: 0 … 2³²−1."""
 
 # Options shared by several commands, defined once.
 _MODEL = typer.Option("tiny-dit", help="Profile name, profile YAML, diffusers pipeline folder, or hub id in the local cache.")
 _MODEL_OVERRIDE = typer.Option(None, "--model", help="The model to run the schedule on (default: the one it names).")
 _RANDOM_WEIGHTS = typer.Option(False, "--random-weights", help="Build the architecture with random weights.")
 _BUDGET = typer.Option("1.6x", help="Speed budget: '1.6x' or '62.5%'.")
-_RESOLUTION = typer.Option(None, help="Image side in pixels (PixArt; default: the profile's).")
+_RESOLUTION = typer.Option(None, min=8, max=16384, help="Image side in pixels (PixArt; default: the profile's).")
 _PROMPT_EMBEDS = typer.Option(None, "--prompt-embeds",
                               help="safetensors file of prompt embeddings (PixArt; default: the profile's).")
 _DEVICE = typer.Option("auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps.")
 _DTYPE = typer.Option("auto", help="auto (fp32 on CPU, the model's fp16/bf16 on a GPU), fp32, fp16 or bf16.")
-_BATCH_SIZE = typer.Option(None, "--batch-size", help="Items generated at once (default: all; halved if a GPU runs "
-                                                      "out of memory). Images do not depend on it.")
+_BATCH_SIZE = typer.Option(None, "--batch-size", min=1, max=1_000_000,
+                           help="Items generated at once (default: all; halved if a GPU runs out of memory). "
+                                "Images do not depend on it.")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Automatic Δ-DiT cache schedules for Diffusion Transformers.")
@@ -40,7 +45,7 @@ def _options(model: Optional[str], random_weights: bool, device: str, dtype: str
 def apply_cmd(
     schedule_path: Path = typer.Argument(..., metavar="SCHEDULE.yaml", help="Schedule file to apply."),
     compare: bool = typer.Option(False, "--compare", help="Also generate with full compute and compare."),
-    seed: int = typer.Option(0, help="Seed of the initial noise."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed of the initial noise."),
     class_labels: Optional[str] = typer.Option(None, "--class-labels",
                                                help="Comma-separated class ids (PixArt: prompt-embedding indices)."),
     out: Path = typer.Option(Path("out/apply"), help="Folder for the images."),
@@ -78,8 +83,8 @@ def profile_cmd(
     random_weights: bool = _RANDOM_WEIGHTS,
     device: str = _DEVICE,
     dtype: str = _DTYPE,
-    batch: int = typer.Option(2, help="Batch size for the latency measurement (2 = one image with CFG)."),
-    repeats: int = typer.Option(3, help="Timed repeats (median) after one warm-up call."),
+    batch: int = typer.Option(2, min=1, max=4096, help="Batch size for the latency measurement (2 = one image with CFG)."),
+    repeats: int = typer.Option(3, min=1, max=1000, help="Timed repeats (median) after one warm-up call."),
     resolution: Optional[int] = _RESOLUTION,
 ) -> None:
     """Measure per-block MACs (fvcore, attention counted) and latency of a model."""
@@ -93,7 +98,7 @@ def profile_cmd(
 def rule_cmd(
     model: str = _MODEL,
     budget: str = _BUDGET,
-    steps: Optional[int] = typer.Option(None, help="Sampling steps T (default: the profile's)."),
+    steps: Optional[int] = typer.Option(None, min=1, max=MAX_STEPS, help="Sampling steps T (default: the profile's)."),
     out: Path = typer.Option(Path("schedule.yaml"), help="Where to write the paper's schedule."),
 ) -> None:
     """Write the paper's hand-set Δ-DiT schedule for a budget (N and N_c by the paper's rule)."""
@@ -111,7 +116,7 @@ def evaluate_cmd(
                                                       "pab, dbcache or dbcache-taylorseer."),
     budget: str = _BUDGET,
     model: Optional[str] = typer.Option(None, help="The model (default: the schedule's; tiny-dit for --baseline)."),
-    calib: Optional[int] = typer.Option(None, help="Calibration items (conditions x seeds); default: all."),
+    calib: Optional[int] = typer.Option(None, min=1, max=1_000_000, help="Calibration items (conditions x seeds); default: all."),
     heldout: bool = typer.Option(False, "--heldout", help="Use the held-out seeds instead of the calibration ones."),
     metrics: Optional[str] = typer.Option(None, help="Comma-separated metric names; default: all available."),
     out: Path = typer.Option(Path("out/evaluate"), help="Folder for the image grid."),
@@ -143,22 +148,23 @@ def search_cmd(
     budget: str = _BUDGET,
     budgets: Optional[str] = typer.Option(None, help="Several budgets from one study, e.g. 1.3x,1.6x,2x,2.5x,3x: "
                                                      "one schedule each (overrides --budget)."),
-    trials: Optional[int] = typer.Option(None, help="Completed trials (real evaluations) the study should reach; "
-                                                    "default 24 with the model sampler (+12 per extra budget), "
-                                                    "else 60. A rerun resumes."),
-    max_generations: Optional[int] = typer.Option(None, "--max-generations",
+    trials: Optional[int] = typer.Option(None, min=1, max=1_000_000,
+                                         help="Completed trials (real evaluations) the study should reach; default "
+                                              "20 with the model sampler (+10 per extra budget), else 60. A rerun "
+                                              "resumes."),
+    max_generations: Optional[int] = typer.Option(None, "--max-generations", min=1, max=10**12,
                                                   help="Bound on item-generations (one calibration item generated once),"
                                                        " every phase counted: reference, model probes, screening, "
                                                        "trials."),
     space: str = typer.Option("explicit", help="Search space name or YAML path (default: the benchmark winner)."),
     metric: str = typer.Option("psnr", help="Quality objective (a registered metric name)."),
-    calib: Optional[int] = typer.Option(None, help="Calibration items; default: all the profile defines."),
+    calib: Optional[int] = typer.Option(None, min=1, max=1_000_000, help="Calibration items; default: all the profile defines."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL; default: SQLite in --out."),
     study: Optional[str] = typer.Option(None, help="Study name; default: MODEL-SPACE-BUDGET."),
-    jobs: int = typer.Option(1, help="Worker processes on the same study (on a multi-GPU machine, one per GPU)."),
+    jobs: int = typer.Option(1, min=1, max=1024, help="Worker processes on the same study (on a multi-GPU machine, one per GPU)."),
     devices: Optional[str] = typer.Option(None, help="Devices for the workers in turn, e.g. cuda:0,cuda:2."),
     out: Path = typer.Option(Path("out/search"), help="Folder for the study and the outputs."),
-    seed: int = typer.Option(0, help="Sampler seed."),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Sampler seed."),
     sampler: str = typer.Option("auto", help="auto (model on explicit spaces, else tpe), model, local (greedy + "
                                              "screened moves), tpe, nsga2 or random."),
     random_weights: bool = _RANDOM_WEIGHTS,
@@ -195,10 +201,15 @@ def _click_error(exc: BaseException) -> tuple[str, int] | None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback."""
+    """Entry point: user mistakes become one line on stderr and exit code 2, never a traceback; Ctrl-C is 130."""
     configure_cli_logging()
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=args or ["--help"], standalone_mode=False)  # plain `autodelta` is its help, exit 0
+        if isinstance(code, int) and code != 0:  # click returns (not raises) Exit codes, Ctrl-C's 130 among them
+            if code == 130:
+                print("autodelta: interrupted", file=sys.stderr)
+            sys.exit(code)
     except AutodeltaError as exc:
         print(f"autodelta: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from autodelta.devices import inputs_on
 from autodelta.errors import AutodeltaError, ScheduleError
-from autodelta.files import ensure_writable_dir
+from autodelta.files import ensure_writable_dir, folder_lock
 
 if TYPE_CHECKING:
     from autodelta.devices import Placement
@@ -70,73 +70,75 @@ def run_apply(schedule_path: Path, options: ModelOptions, *, compare: bool, seed
     schedule = load_schedule(schedule_path)  # input errors first: they answer before torch loads
     profile = _load_for_schedule(schedule, options.model)
     _check_schedule_fits(schedule, profile, check_steps=False)  # apply runs the schedule's own T
+    _check_same_model(schedule, profile)
     requested = _labels(class_labels, list(profile.conditions[:2]) or [0])
     out = ensure_writable_dir(out)
-    placement = options.placement(profile)
+    with folder_lock(out, "apply"):
+        placement = options.placement(profile)
 
-    import torch
+        import torch
 
-    from autodelta.devices import peak_memory_bytes, reset_peak_memory
-    from autodelta.generation import generate
-    from autodelta.metrics import psnr_of_images
-    from autodelta.report import difference_heatmap, save_image_grid
-    from autodelta.runtime import apply
+        from autodelta.devices import peak_memory_bytes, reset_peak_memory
+        from autodelta.generation import generate
+        from autodelta.metrics import psnr_of_images
+        from autodelta.report import difference_heatmap, save_image_grid
+        from autodelta.runtime import apply
 
-    resolution, conditioning = _prepare_inputs(profile, options)
-    labels = profile.adapter.check_conditions(requested, conditioning)  # PixArt: prompt-embedding indices
-    if options.random_weights and profile.pretrained:
-        print(f"note: {profile.name} built with random weights: images are noise, timings and MACs are real")
-    pipe = profile.load_pipeline(random_weights=options.random_weights, dtype=placement.torch_dtype(),
-                                 scheduler=schedule.scheduler, device=placement.device)
-    guidance = schedule.guidance_scale if schedule.guidance_scale is not None else profile.guidance_scale
-    cost = profile.require_cost()
+        resolution, conditioning = _prepare_inputs(profile, options)
+        labels = profile.adapter.check_conditions(requested, conditioning)  # PixArt: prompt-embedding indices
+        if options.random_weights and profile.pretrained:
+            print(f"note: {profile.name} built with random weights: images are noise, timings and MACs are real")
+        pipe = profile.load_pipeline(random_weights=options.random_weights, dtype=placement.torch_dtype(),
+                                     scheduler=schedule.scheduler, device=placement.device)
+        guidance = schedule.guidance_scale if schedule.guidance_scale is not None else profile.guidance_scale
+        cost = profile.require_cost()
 
-    def run() -> Any:
-        return generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
+        def run() -> Any:
+            return generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
 
-    def timed(plan_schedule: Schedule | None) -> tuple[Any, Any]:
-        """One generation with ``plan_schedule`` installed (``None``: the unpatched pipeline), after a warm-up
-        outside the timing. Eager: one transformer call pays the one-off allocations. Compiled: one untimed
-        generation, because the pipeline's own call is what gets traced."""
-        if not compile:
-            with torch.no_grad():
-                pipe.transformer(**inputs_on(profile.example_inputs(batch=profile.cfg_factor * len(labels),
-                                                              dtype=placement.torch_dtype(), resolution=resolution),
-                                       placement.device), return_dict=False)
-        if plan_schedule is None:
-            return run(), None
-        with apply(pipe, plan_schedule, cost=cost, compile=compile) as handle:
-            if compile:
-                print("compiling the blocks (one untimed generation) ...", flush=True)
-                run()
-                handle.reset_stats()
-            return run(), handle
+        def timed(plan_schedule: Schedule | None) -> tuple[Any, Any]:
+            """One generation with ``plan_schedule`` installed (``None``: the unpatched pipeline), after a warm-up
+            outside the timing. Eager: one transformer call pays the one-off allocations. Compiled: one untimed
+            generation, because the pipeline's own call is what gets traced."""
+            if not compile:
+                with torch.no_grad():
+                    pipe.transformer(**inputs_on(profile.example_inputs(batch=profile.cfg_factor * len(labels),
+                                                                  dtype=placement.torch_dtype(), resolution=resolution),
+                                           placement.device), return_dict=False)
+            if plan_schedule is None:
+                return run(), None
+            with apply(pipe, plan_schedule, cost=cost, compile=compile) as handle:
+                if compile:
+                    print("compiling the blocks (one untimed generation) ...", flush=True)
+                    run()
+                    handle.reset_stats()
+                return run(), handle
 
-    # full compute for --compare: with the same compiled blocks under --compile (like with like)
-    full = timed(replace(schedule, plan=(None,) * schedule.steps) if compile else None)[0] if compare else None
-    reset_peak_memory(placement.device)
-    cached, handle = timed(schedule)
-    save_image_grid([("schedule", cached.images)], out / "schedule.png")
-    print(f"schedule: {schedule_path} ({profile.name}, T={schedule.steps}, {schedule.full_steps} full steps) "
-          f"on {placement}{', blocks compiled' if compile else ''}")
-    print(f"runtime:  {handle.stats}")
-    peak = peak_memory_bytes(placement.device)
-    if peak is not None:
-        print(f"peak GPU memory:     {peak / 2**30:.2f} GiB")
-    print(f"MACs speed-up:       {cost.speedup(schedule.plan):.3f}x")
-    if full is not None:
-        wall_tr = full.transformer_s / cached.transformer_s
-        wall_pipe = full.pipeline_s / cached.pipeline_s
-        print(f"wall speed-up:       transformer {wall_tr:.3f}x ({full.transformer_s:.2f}s -> "
-              f"{cached.transformer_s:.2f}s), pipeline {wall_pipe:.3f}x ({full.pipeline_s:.2f}s -> {cached.pipeline_s:.2f}s)")
-        print(f"PSNR to full:        {psnr_of_images(cached.images, full.images):.2f} dB")
-        save_image_grid(
-            [("full", full.images), ("schedule", cached.images),
-             ("|difference|", difference_heatmap(cached.images, full.images))],
-            out / "compare.png",
-        )
-        print(f"wrote {out / 'compare.png'}")
-    print(f"wrote {out / 'schedule.png'}")
+        # full compute for --compare: with the same compiled blocks under --compile (like with like)
+        full = timed(replace(schedule, plan=(None,) * schedule.steps) if compile else None)[0] if compare else None
+        reset_peak_memory(placement.device)
+        cached, handle = timed(schedule)
+        save_image_grid([("schedule", cached.images)], out / "schedule.png")
+        print(f"schedule: {schedule_path} ({profile.name}, T={schedule.steps}, {schedule.full_steps} full steps) "
+              f"on {placement}{', blocks compiled' if compile else ''}")
+        print(f"runtime:  {handle.stats}")
+        peak = peak_memory_bytes(placement.device)
+        if peak is not None:
+            print(f"peak GPU memory:     {peak / 2**30:.2f} GiB")
+        print(f"MACs speed-up:       {cost.speedup(schedule.plan):.3f}x")
+        if full is not None:
+            wall_tr = full.transformer_s / cached.transformer_s
+            wall_pipe = full.pipeline_s / cached.pipeline_s
+            print(f"wall speed-up:       transformer {wall_tr:.3f}x ({full.transformer_s:.2f}s -> "
+                  f"{cached.transformer_s:.2f}s), pipeline {wall_pipe:.3f}x ({full.pipeline_s:.2f}s -> {cached.pipeline_s:.2f}s)")
+            print(f"PSNR to full:        {psnr_of_images(cached.images, full.images):.2f} dB")
+            save_image_grid(
+                [("full", full.images), ("schedule", cached.images),
+                 ("|difference|", difference_heatmap(cached.images, full.images))],
+                out / "compare.png",
+            )
+            print(f"wrote {out / 'compare.png'}")
+        print(f"wrote {out / 'schedule.png'}")
 
 
 def run_show(schedule_path: Path, png: Optional[Path]) -> None:
@@ -244,9 +246,22 @@ def _factory(profile: Profile, options: ModelOptions, placement: Placement, cali
              metrics: Optional[tuple[str, ...]] = None) -> Any:
     from autodelta.evaluation import EvaluatorFactory
 
-    return EvaluatorFactory(profile.origin or profile.name, options.random_weights, calib, heldout, metrics,
-                            resolution=options.resolution, prompt_embeds=_path_text(options.prompt_embeds),
-                            device=placement.device, dtype=placement.dtype, batch_size=options.batch_size)
+    factory = EvaluatorFactory(profile.origin or profile.name, options.random_weights, calib, heldout, metrics,
+                               resolution=options.resolution, prompt_embeds=_path_text(options.prompt_embeds),
+                               device=placement.device, dtype=placement.dtype, batch_size=options.batch_size)
+    _check_cache(factory.cache_dir)
+    return factory
+
+
+def _check_cache(folder: Optional[str]) -> None:
+    """The reference cache must be writable before a reference is computed, not after."""
+    if folder is None:
+        return
+    try:
+        ensure_writable_dir(folder)
+    except AutodeltaError:
+        raise AutodeltaError(f"the reference cache folder {folder!r} is not writable; set XDG_CACHE_HOME to a folder "
+                             "you can write to") from None
 
 
 def _print_and_save_comparison(label: str, metrics: dict[str, float], full: dict[str, float], images: Any,
@@ -278,18 +293,19 @@ def run_evaluate(schedule_path: Path, options: ModelOptions, *, calib: Optional[
     for name in _metric_names(metrics) or ():
         get_metric(name)
     out = ensure_writable_dir(out)
-    placement = options.placement(profile)
+    with folder_lock(out, "evaluate"):
+        placement = options.placement(profile)
 
-    _, conditioning = _prepare_inputs(profile, options)
-    _warn_random(profile, options.random_weights, conditioning)
-    evaluator = _factory(profile, options, placement, calib, heldout, _metric_names(metrics))()
-    result = evaluator.evaluate(schedule.plan)
-    full = evaluator.score([None] * schedule.steps, evaluator.reference)
-    which = "held-out" if heldout else "calibration"
-    print(f"{schedule_path}: {profile.name}, {len(evaluator.calibration)} {which} items on {placement}, "
-          f"{result.speedup:.3f}x MACs speed-up")
-    _print_and_save_comparison("schedule", result.metrics, full.metrics, evaluator.generate(schedule.plan).cpu(),
-                               evaluator.reference.cpu(), out)
+        _, conditioning = _prepare_inputs(profile, options)
+        _warn_random(profile, options.random_weights, conditioning)
+        evaluator = _factory(profile, options, placement, calib, heldout, _metric_names(metrics))()
+        result = evaluator.evaluate(schedule.plan)
+        full = evaluator.score([None] * schedule.steps, evaluator.reference)
+        which = "held-out" if heldout else "calibration"
+        print(f"{schedule_path}: {profile.name}, {len(evaluator.calibration)} {which} items on {placement}, "
+              f"{result.speedup:.3f}x MACs speed-up")
+        _print_and_save_comparison("schedule", result.metrics, full.metrics, evaluator.generate(schedule.plan).cpu(),
+                                   evaluator.reference.cpu(), out)
 
 
 def run_evaluate_baseline(name: str, options: ModelOptions, *, budget_text: str, calib: Optional[int],
@@ -311,30 +327,45 @@ def run_evaluate_baseline(name: str, options: ModelOptions, *, budget_text: str,
     for metric in _metric_names(metrics) or ():
         get_metric(metric)
     out = ensure_writable_dir(out)
-    placement = options.placement(profile)
+    with folder_lock(out, "evaluate"):
+        placement = options.placement(profile)
 
-    from autodelta.harness import Comparison
+        from autodelta.harness import Comparison
 
-    resolution, conditioning = _prepare_inputs(profile, options)
-    _warn_random(profile, options.random_weights, conditioning)
-    pipe = profile.load_pipeline(random_weights=options.random_weights, dtype=placement.torch_dtype(),
-                                 device=placement.device)
-    print(f"baseline {name}: {baseline.description}; budget {budget}; {len(items)} "
-          f"{'held-out' if heldout else 'calibration'} items on {placement}, generated one by one")
-    comparison = Comparison(profile, pipe, items, cost, _metric_names(metrics), resolution, conditioning,
-                            progress=True)
-    calibration = None
-    if baseline.kind == "calibrated":  # its plan is chosen on the calibration items, scored on `items`
-        def calibration() -> Any:
-            from autodelta.evaluation import DiffusionEvaluator
+        resolution, conditioning = _prepare_inputs(profile, options)
+        _warn_random(profile, options.random_weights, conditioning)
+        pipe = profile.load_pipeline(random_weights=options.random_weights, dtype=placement.torch_dtype(),
+                                     device=placement.device)
+        print(f"baseline {name}: {baseline.description}; budget {budget}; {len(items)} "
+              f"{'held-out' if heldout else 'calibration'} items on {placement}, generated one by one")
+        comparison = Comparison(profile, pipe, items, cost, _metric_names(metrics), resolution, conditioning,
+                                progress=True)
+        calibration = None
+        if baseline.kind == "calibrated":  # its plan is chosen on the calibration items, scored on `items`
+            def calibration() -> Any:
+                from autodelta.evaluation import DiffusionEvaluator
 
-            return DiffusionEvaluator(profile, pipe, item_set(profile, calib, heldout=False), cost=cost,
-                                      metrics=("psnr",), resolution=resolution, conditioning=conditioning,
-                                      batch_size=options.batch_size)
-    result, full = comparison.baseline(name, budget, calibration), comparison.full()
-    print(f"{name} ({result.detail}): {result.speedup:.3f}x MACs speed-up (measured), "
-          f"{result.wall_speedup:.3f}x wall speed-up")
-    _print_and_save_comparison(name, result.metrics, full.metrics, result.images, comparison.reference.images, out)
+                return DiffusionEvaluator(profile, pipe, item_set(profile, calib, heldout=False), cost=cost,
+                                          metrics=("psnr",), resolution=resolution, conditioning=conditioning,
+                                          batch_size=options.batch_size)
+        result, full = comparison.baseline(name, budget, calibration), comparison.full()
+        print(f"{name} ({result.detail}): {result.speedup:.3f}x MACs speed-up (measured), "
+              f"{result.wall_speedup:.3f}x wall speed-up")
+        _print_and_save_comparison(name, result.metrics, full.metrics, result.images, comparison.reference.images, out)
+
+
+def _check_same_model(schedule: Schedule, profile: Profile) -> None:
+    """A schedule made for another model gets a warning naming both; for another kind of sampler, a refusal."""
+    from autodelta.schedule import sampler_family
+
+    ours, theirs = sampler_family(profile.scheduler), sampler_family(schedule.scheduler)
+    if ours != theirs:
+        raise ScheduleError(f"the schedule was made for {schedule.model} with {schedule.scheduler} ({theirs}), but "
+                            f"{profile.name} samples with {profile.scheduler} ({ours}); use a schedule made for "
+                            f"{profile.name}")
+    if schedule.model != profile.name or schedule.scheduler != profile.scheduler:
+        print(f"warning: the schedule was made for {schedule.model} ({schedule.scheduler}, T={schedule.steps}); "
+              f"running it on {profile.name} ({profile.scheduler})")
 
 
 def _check_schedule_fits(schedule: Schedule, profile: Profile, check_steps: bool = True) -> None:
@@ -378,48 +409,49 @@ def run_search(options: ModelOptions, *, budget_text: str, trials: Optional[int]
     items = item_set(profile, calib, heldout=False)  # a bad --calib is refused before a study file exists
     device_list = _device_list(devices, options, jobs)
     out = ensure_writable_dir(out)
-    cost = profile.require_cost()
-    for budget in budgets:
-        check_budget_reachable(space, cost, profile.steps, budget)
-    settings = SearchSettings(
-        budget=budgets[0], budgets=tuple(budgets) if len(budgets) > 1 else (), space=space, metric=metric, trials=0,
-        storage=storage or f"sqlite:///{(out / 'study.db').resolve()}",
-        study_name=study or f"{profile.name}-{space.name}-{'-'.join(b.text for b in budgets)}", sampler=sampler,
-        seed=seed, resume_any=resume_any, model=profile.name, max_generations=max_generations,
-    )
-    settings.trials = trials if trials is not None else default_trials(settings)
-    needed = minimum_generations(settings, len(items), profile.steps)
-    if max_generations is not None and max_generations < needed:
-        raise AutodeltaError(f"--max-generations {max_generations} is below what one search needs here: {needed} "
-                             f"item-generations (the reference, the error model's probes, one trial of {len(items)} "
-                             "items); raise it, or lower --calib")
+    with folder_lock(out, "search"):
+        cost = profile.require_cost()
+        for budget in budgets:
+            check_budget_reachable(space, cost, profile.steps, budget)
+        settings = SearchSettings(
+            budget=budgets[0], budgets=tuple(budgets) if len(budgets) > 1 else (), space=space, metric=metric, trials=0,
+            storage=storage or f"sqlite:///{(out / 'study.db').resolve()}",
+            study_name=study or f"{profile.name}-{space.name}-{'-'.join(b.text for b in budgets)}", sampler=sampler,
+            seed=seed, resume_any=resume_any, model=profile.name, max_generations=max_generations,
+        )
+        settings.trials = trials if trials is not None else default_trials(settings)
+        needed = minimum_generations(settings, len(items), profile.steps)
+        if max_generations is not None and max_generations < needed:
+            raise AutodeltaError(f"--max-generations {max_generations} is below what one search needs here: {needed} "
+                                 f"item-generations (the reference, the error model's probes, one trial of {len(items)} "
+                                 "items); raise it, or lower --calib")
 
-    from autodelta.search_outputs import write_outputs
-    from autodelta.workers import WorkerPool
+        from autodelta.search_outputs import write_outputs
+        from autodelta.workers import WorkerPool
 
-    placements = [replace(options, device=d).placement(profile) for d in device_list]
-    _, conditioning = _prepare_inputs(profile, options)
-    _warn_random(profile, options.random_weights, conditioning)
-    open_study(settings)  # refuses a bad storage URL or a study made for other settings, before any work
-    record = space.range_set(profile.num_blocks) if sampler_name(settings) == "model" else ()
-    factory = replace(_factory(profile, options, placements[0], calib, False), record=record)
-    bound = f", at most {max_generations} item-generations" if max_generations is not None else ""
-    print(f"search: {profile.name}, budget {', '.join(b.text for b in budgets)}, space {space.name} ({space.family}), "
-          f"sampler {sampler_name(settings)}, metric {metric}, {settings.trials} trials{bound}, "
-          f"storage {redact_url(settings.storage or '')}, study {settings.study_name}, "
-          f"on {', '.join(str(p) for p in placements[:jobs])}")
-    evaluator = factory()
-    print(f"reference: {len(evaluator.calibration)} calibration items, full compute, cached in {factory.cache_dir}")
-    worker_factories = [replace(factory, device=placements[(i + 1) % len(placements)].device) for i in range(jobs - 1)]
-    workers = WorkerPool(worker_factories, settings) if jobs > 1 else None
-    outcome = search(evaluator, settings, progress=True, workers=workers)
-    heldout = replace(factory, heldout=True, record=())
-    figures = write_outputs(outcome, settings, evaluator, heldout, profile, out)
-    for line in figures["summary"]:
-        print(line)
-    if outcome.interrupted:
-        print(f"interrupted: the study keeps its {len(outcome.records)} completed trials; run the same command to resume")
-        raise SystemExit(130)
+        placements = [replace(options, device=d).placement(profile) for d in device_list]
+        _, conditioning = _prepare_inputs(profile, options)
+        _warn_random(profile, options.random_weights, conditioning)
+        open_study(settings)  # refuses a bad storage URL or a study made for other settings, before any work
+        record = space.range_set(profile.num_blocks) if sampler_name(settings) == "model" else ()
+        factory = replace(_factory(profile, options, placements[0], calib, False), record=record)
+        bound = f", at most {max_generations} item-generations" if max_generations is not None else ""
+        print(f"search: {profile.name}, budget {', '.join(b.text for b in budgets)}, space {space.name} ({space.family}), "
+              f"sampler {sampler_name(settings)}, metric {metric}, {settings.trials} trials{bound}, "
+              f"storage {redact_url(settings.storage or '')}, study {settings.study_name}, "
+              f"on {', '.join(str(p) for p in placements[:jobs])}")
+        evaluator = factory()
+        print(f"reference: {len(evaluator.calibration)} calibration items, full compute, cached in {factory.cache_dir}")
+        worker_factories = [replace(factory, device=placements[(i + 1) % len(placements)].device) for i in range(jobs - 1)]
+        workers = WorkerPool(worker_factories, settings) if jobs > 1 else None
+        outcome = search(evaluator, settings, progress=True, workers=workers)
+        heldout = replace(factory, heldout=True, record=())
+        figures = write_outputs(outcome, settings, evaluator, heldout, profile, out)
+        for line in figures["summary"]:
+            print(line)
+        if outcome.interrupted:
+            print(f"interrupted: the study keeps its {len(outcome.records)} completed trials; run the same command to resume")
+            raise SystemExit(130)
 
 
 def _device_list(devices: Optional[str], options: ModelOptions, jobs: int) -> list[str]:

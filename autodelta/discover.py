@@ -9,12 +9,26 @@ from config); ``autodelta profile --model DIR --write my.yaml`` saves the whole 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-from autodelta.errors import ModelError
+from autodelta.errors import AutodeltaError, ModelError
+from autodelta.files import read_bounded
 from autodelta.models import Profile, parse_profile
+
+MAX_JSON_BYTES = 4 * 2**20
+"""Largest config file read from a pipeline folder (diffusers' are a few KB)."""
+LIMITS: dict[str, tuple[int, int]] = {
+    "sample_size": (1, 16384), "patch_size": (1, 64), "num_layers": (1, 4096), "num_single_layers": (0, 4096),
+    "num_attention_heads": (1, 1024), "attention_head_dim": (1, 16384), "in_channels": (1, 4096),
+    "out_channels": (1, 4096), "num_embeds_ada_norm": (1, 1_000_000), "caption_channels": (1, 65536),
+    "cross_attention_dim": (1, 65536), "joint_attention_dim": (1, 65536), "pooled_projection_dim": (1, 65536),
+    "latent_channels": (1, 4096), "num_train_timesteps": (1, 1_000_000), "layers_per_block": (1, 64),
+    "norm_num_groups": (1, 4096),
+}
+"""Sane ranges of the integer fields a pipeline folder's configs give (anything beyond is a broken file)."""
 
 CLASS_SPREAD = 10
 """Class-conditional models are calibrated on this many class labels spread over all classes."""
@@ -41,7 +55,9 @@ def cached_hub_folder(repo_id: str) -> Path | None:
 
 def _json(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(read_bounded(path, "config", MAX_JSON_BYTES))
+    except AutodeltaError as exc:
+        raise ModelError(str(exc)) from None
     except FileNotFoundError:
         raise ModelError(f"{path} is missing; a diffusers pipeline folder has one per component") from None
     except (OSError, ValueError) as exc:
@@ -70,17 +86,67 @@ def _pipeline_defaults(pipeline: str) -> tuple[int, float]:
     return int(steps), float(guidance)
 
 
+def check_numbers(doc: dict[str, Any], path: Path, finite: bool = True) -> None:
+    """Every number finite (when ``finite``: schedulers legitimately hold ``-inf`` bounds), every known
+    integer field an integer in its sane range (:data:`LIMITS`)."""
+    for key, value in doc.items():
+        fix = f"fix {path} or re-save the pipeline"
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, float) and (math.isnan(item) or (finite and math.isinf(item))):
+                raise ModelError(f"{path}: {key} is {item}; numbers must be finite: {fix}")
+        if key in LIMITS and value is not None:
+            low, high = LIMITS[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ModelError(f"{path}: {key} is {repr(value)[:40]}; it must be an integer in [{low}, {high}]: {fix}")
+
+
+def check_index(index: dict[str, Any], path: Path) -> str:
+    """``model_index.json``: a pipeline class name, and ``[library, class]`` pairs of strings per component."""
+    pipeline = index.get("_class_name")
+    if not isinstance(pipeline, str) or not pipeline.isidentifier():
+        raise ModelError(f"{path}: _class_name is {pipeline!r}; it must name a diffusers pipeline class, "
+                         "e.g. DiTPipeline")
+    for key, value in index.items():
+        if key.startswith("_"):
+            continue
+        pair_ok = isinstance(value, list) and len(value) == 2 and all(v is None or isinstance(v, str) for v in value)
+        if not pair_ok or (value[0] is None) != (value[1] is None) or (value[1] is not None and
+                                                                       not value[1].isidentifier()):
+            raise ModelError(f"{path}: component {key!r} is {str(value)[:60]}; write it as [library, ClassName], "
+                             'e.g. ["diffusers", "AutoencoderKL"], or [null, null]')
+    return pipeline
+
+
+def _block_list(vae: dict[str, Any], path: Path) -> list[int]:
+    channels = vae.get("block_out_channels", [0])
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, int) and 0 <= c <= 65536
+                                                                 for c in channels):
+        raise ModelError(f"{path}: block_out_channels is {repr(channels)[:40]}; it must be a list of channel "
+                         "counts, e.g. [128, 256]")
+    return channels
+
+
 def profile_from_folder(folder: str | os.PathLike[str], source: str | None = None) -> Profile:
-    """A :class:`Profile` describing the pipeline saved in ``folder`` (``save_pretrained`` layout)."""
+    """A :class:`Profile` describing the pipeline saved in ``folder`` (``save_pretrained`` layout).
+
+    Every config is checked before anything is built (:func:`check_index`,
+    :func:`check_numbers`): a broken folder is one line naming its file and field.
+    """
     root = Path(folder)
     index = _json(root / "model_index.json")
-    pipeline = str(index.get("_class_name", ""))
+    pipeline = check_index(index, root / "model_index.json")
     transformer = _json(root / "transformer" / "config.json")
     scheduler = _json(root / "scheduler" / "scheduler_config.json")
     vae = _json(root / "vae" / "config.json") if (root / "vae" / "config.json").is_file() else {}
+    for part, path in ((transformer, root / "transformer" / "config.json"),
+                       (scheduler, root / "scheduler" / "scheduler_config.json"), (vae, root / "vae" / "config.json")):
+        check_numbers(part, path, finite=part is not scheduler)
+        name = part.get("_class_name")
+        if part and (not isinstance(name, str) or not name.isidentifier()):
+            raise ModelError(f"{path}: _class_name is {name!r}; it must name a diffusers class")
     config = _config(transformer)
     steps, guidance = _pipeline_defaults(pipeline)
-    scale = 2 ** (len(vae.get("block_out_channels", [0])) - 1) if vae else 1
+    scale = 2 ** (len(_block_list(vae, root / "vae" / "config.json")) - 1) if vae else 1
     doc: dict[str, Any] = {
         "name": root.name,
         "description": f"discovered from the diffusers pipeline folder {source or root.name}",
@@ -98,7 +164,7 @@ def profile_from_folder(folder: str | os.PathLike[str], source: str | None = Non
         doc["conditions"] = list(range(4))
         doc["prompt_embeddings"] = {"random": {"count": 4, "tokens": PROMPT_TOKENS.get(pipeline, 120), "seed": 0}}
     else:
-        classes = int(config.get("num_embeds_ada_norm") or 1000)
+        classes = int(config.get("num_embeds_ada_norm") or 1000)  # checked by check_numbers
         doc["conditions"] = sorted({round(i * classes / CLASS_SPREAD) for i in range(CLASS_SPREAD)})
     profile = parse_profile(doc, root / "model_index.json")
     profile.source = source or str(root)

@@ -6,8 +6,13 @@ through :func:`atomic_write`, so an interrupted run never leaves half a file beh
 
 from __future__ import annotations
 
+import fcntl
 import os
+import stat
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +35,72 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
+LOCK_NAME = ".autodelta.lock"
+
+
+@contextmanager
+def folder_lock(folder: Path, command: str) -> Iterator[None]:
+    """Hold ``folder`` for one command: a second autodelta run writing into it is refused in one line.
+
+    An OS lock (``flock``) on a file in the folder: it goes with the process, so a run that
+    was killed never leaves the folder locked. The file names the holder (pid, command,
+    start time), never its arguments (a storage URL may hold a password).
+    """
+    path = folder / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise AutodeltaError(f"folder {str(folder)!r} cannot be locked ({_reason(exc)}); choose a folder you can "
+                             "write to") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise AutodeltaError(f"folder {str(folder)!r} is in use by another autodelta run ({holder}); wait for it "
+                                 "to finish or choose another --out") from None
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, autodelta {command}, since {started}".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str | None:
+    """What a non-regular file is, in words (``None`` for a regular file)."""
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def write_target(path: str | os.PathLike[str]) -> Path:
+    """Where a write to ``path`` lands: ``path`` itself, or the regular file a symlink points to (written
+    through, so the link keeps pointing at it). Anything else that exists there is refused."""
     target = Path(path)
+    try:
+        mode = os.stat(target).st_mode  # follows symlinks
+    except FileNotFoundError:
+        return target
+    except OSError as exc:
+        raise AutodeltaError(f"cannot write {str(target)!r} ({_reason(exc)}); choose another path") from None
+    kind = _kind(mode)
+    if kind is not None:
+        raise AutodeltaError(f"{str(target)!r} is {kind}, not a regular file; autodelta only replaces regular "
+                             "files: choose a file path")
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place (through a symlink to a
+    regular file; never over a device, FIFO, socket or folder)."""
+    target = write_target(path)
     ensure_writable_dir(target.parent if str(target.parent) else ".")
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -87,54 +155,119 @@ def dump_yaml(document: Any) -> str:
 
 MAX_YAML_BYTES = 16 * 2**20
 """Largest YAML file autodelta reads (its own schedules and profiles are a few KB)."""
+MAX_YAML_DEPTH = 32
+"""Deepest nesting of lists and mappings autodelta reads (its own files nest four deep)."""
+MAX_YAML_ITEMS = 100_000
+"""Most entries of one list or mapping (a plan holds at most 10,000 steps)."""
 
 
-class _Loader(yaml.SafeLoader):
-    """``SafeLoader`` that refuses anchors/aliases: shared files cannot expand into a billion laughs."""
+class _Loader(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):  # type: ignore[misc]
+    """A safe loader that refuses duplicate keys: the last one would silently win."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None) is not None:
-            event = self.peek_event()
-            raise _Refused(f"YAML anchors and aliases are not allowed (line {event.start_mark.line + 1}); "
-                           "write the values out")
-        return super().compose_node(parent, index)
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:
+                continue  # an unhashable key: the constructor says so
+            if first != key_node.start_mark.line + 1:
+                raise _Refused(f"key {key!r} appears twice (lines {first} and {key_node.start_mark.line + 1}); "
+                               "keep one")
+        return super().construct_mapping(node, deep=deep)
 
 
 class _Refused(yaml.YAMLError):
     pass
 
 
+def _check_events(text: str) -> None:
+    """One fast pass over the parser's events: no anchors or aliases, no nesting or collection beyond the limits."""
+    parser = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+    stack: list[int] = []
+    for event in yaml.parse(text, Loader=parser):
+        line = (event.start_mark.line if event.start_mark is not None else -1) + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(f"YAML anchors and aliases are not allowed (line {line}); write the values out")
+        if isinstance(event, (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)) and stack:
+            stack[-1] += 1
+            if stack[-1] > 2 * MAX_YAML_ITEMS:  # a mapping counts keys and values
+                raise _Refused(f"a list or mapping ending after line {line} holds more than {MAX_YAML_ITEMS} entries")
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            stack.append(0)
+            if len(stack) > MAX_YAML_DEPTH:
+                raise _Refused(f"nesting deeper than {MAX_YAML_DEPTH} levels at line {line}")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            stack.pop()
+
+
+def read_bounded(path: str | os.PathLike[str], what: str, limit: int = MAX_YAML_BYTES) -> str:
+    """The text of a regular file of at most ``limit`` bytes, counted as read (a FIFO, device or socket is
+    refused before reading, so nothing hangs or grows without bound)."""
+    source = Path(path)
+    try:
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise AutodeltaError(f"{what} {str(source)!r} does not exist; check the path") from None
+    except OSError as exc:
+        raise AutodeltaError(f"{what} {str(source)!r} cannot be read ({_reason(exc)}); check the file") from None
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise AutodeltaError(f"{what} {str(source)!r} is {kind}, not a regular file; give a file")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(2**20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise AutodeltaError(f"{what} {str(source)!r} is larger than {limit // 2**20} MiB; autodelta reads files "
+                                 f"of at most {limit // 2**20} MiB")
+        return b"".join(chunks).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AutodeltaError(f"{what} {str(source)!r} cannot be read ({_reason(exc)}); check the file") from None
+    finally:
+        os.close(fd)
+
+
 def read_yaml(path: str | os.PathLike[str], what: str) -> Any:
     """Load a YAML file, turning missing, unreadable, oversized and malformed files into one-line errors.
 
-    Only plain YAML is read: no tags (``!!python/...``), no anchors or aliases, at most
-    :data:`MAX_YAML_BYTES`; so a shared file can never run code, hang or exhaust memory.
+    Only plain YAML from a regular file is read: no tags (``!!python/...``), no anchors or
+    aliases, no duplicate keys, at most :data:`MAX_YAML_BYTES` (counted as read),
+    :data:`MAX_YAML_DEPTH` levels and :data:`MAX_YAML_ITEMS` entries per collection; so a
+    shared file can never run code, hang or exhaust memory.
     """
     source = Path(path)
+    text = read_bounded(source, what)
     try:
-        if source.is_file() and source.stat().st_size > MAX_YAML_BYTES:
-            raise AutodeltaError(f"{what} {str(source)!r} is {source.stat().st_size / 2**20:.0f} MiB; autodelta "
-                                 f"reads YAML files of at most {MAX_YAML_BYTES // 2**20} MiB")
-        text = source.read_text()
-    except FileNotFoundError:
-        raise AutodeltaError(f"{what} {str(source)!r} does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AutodeltaError(f"{what} {str(source)!r} cannot be read ({_reason(exc)}); check the file") from None
-    try:
+        _check_events(text)
         return yaml.load(text, Loader=_Loader)
     except _Refused as exc:
         raise AutodeltaError(f"{what} {str(source)!r}: {exc}") from None
     except yaml.constructor.ConstructorError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = str(getattr(exc, "problem", "") or "")
+        if "unhashable" in problem:
+            raise AutodeltaError(f"{what} {str(source)!r}: a key{where} is a list or mapping; keys must be names") \
+                from None
         raise AutodeltaError(f"{what} {str(source)!r} uses a YAML tag{where}; tags are not allowed, "
                              "write plain values") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
+        detail = getattr(exc, "problem", None)
         raise AutodeltaError(
-            f"{what} {str(source)!r} is not valid YAML{where}; fix the syntax or regenerate it"
+            f"{what} {str(source)!r} is not valid YAML{where}{f' ({detail})' if detail else ''}; fix the syntax "
+            "or regenerate it"
         ) from None
+    except RecursionError:
+        raise AutodeltaError(f"{what} {str(source)!r} nests too deep; autodelta reads at most {MAX_YAML_DEPTH} "
+                             "levels") from None
 
 
 class Fields:

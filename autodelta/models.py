@@ -193,7 +193,8 @@ class Profile:
             self.cost = {"resolution": self.resolution, **measured.as_dict()}
             cost = self.cost_model()
         if cost is None:
-            raise ModelError(f"profile {self.name} has no cost yet; run `autodelta profile --model {self.name} --write`")
+            raise ModelError(f"profile {self.name} has no cost yet; run `autodelta profile --model "
+                             f"{self.origin or self.name} --write`")
         return cost
 
     def example_inputs(self, batch: int = 1, dtype: torch.dtype | None = None, seed: int = 0,

@@ -46,15 +46,61 @@ def _diffusers_class(name: str, what: str) -> Any:
 
 
 
-def build_transformer(profile: Profile, seed: int = 0) -> torch.nn.Module:
-    """The transformer architecture from the stored config, random weights seeded by ``seed``."""
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux ``MemAvailable``), or ``None`` when unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _built(cls: Any, config: dict[str, Any], what: str, profile: Profile) -> Any:
+    """``cls.from_config(config)``; a config it cannot build is one line naming the profile."""
+    try:
+        with quieted("diffusers", level=logging.ERROR):
+            return cls.from_config(config)
+    except Exception as exc:  # a broken config can fail anywhere in the constructor: say so in one line
+        reason = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise ModelError(f"profile {profile.name}: its {what} config does not build a {cls.__name__} "
+                         f"({type(exc).__name__}: {reason}); fix the config or re-save the pipeline") from None
+
+
+def check_fits(profile: Profile, cls: Any) -> None:
+    """Build the transformer on the meta device (nothing allocated) and refuse it when its parameters
+    would not fit in the memory this machine has left."""
+    with torch.device("meta"):
+        model = _built(cls, profile.transformer_config, "transformer", profile)
+    count = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    need, free = 4 * count, available_memory()
+    if free is not None and need > free:
+        raise ModelError(f"profile {profile.name}: its transformer has {count / 1e9:.2f} G parameters, "
+                         f"{need / 2**30:.1f} GiB in fp32, more than the {free / 2**30:.1f} GiB free here; check its "
+                         "config (num_layers, num_embeds_ada_norm, widths)")
+
+
+def _transformer_class(profile: Profile) -> Any:
     cls: Any = getattr(diffusers, profile.transformer_class, None) if profile.transformer_class.isidentifier() else None
     if not isinstance(cls, type) or not issubclass(cls, ModelMixin):
         raise ModelError(f"profile {profile.name}: transformer class {profile.transformer_class!r} is not a diffusers "
                          "model; use e.g. DiTTransformer2DModel or PixArtTransformer2DModel")
+    return cls
+
+
+def build_transformer(profile: Profile, seed: int = 0) -> torch.nn.Module:
+    """The transformer architecture from the stored config, random weights seeded by ``seed``.
+
+    Built first on the meta device (:func:`check_fits`), so a config that cannot build or would
+    not fit is refused before any memory is allocated.
+    """
+    cls = _transformer_class(profile)
+    check_fits(profile, cls)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model: torch.nn.Module = cls.from_config(profile.transformer_config)  # type: ignore[attr-defined]
+        model: torch.nn.Module = _built(cls, profile.transformer_config, "transformer", profile)
         return model.eval()
 
 
@@ -70,7 +116,8 @@ def _build_vae(profile: Profile, seed: int) -> torch.nn.Module:
     if kind == "autoencoder_kl":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 1)
-            return diffusers.AutoencoderKL.from_config(profile.vae["config"]).eval()
+            vae: torch.nn.Module = _built(diffusers.AutoencoderKL, profile.vae["config"], "vae", profile)
+            return vae.eval()
     raise ModelError(f"profile {profile.name}: vae.kind {kind!r} is unknown; use 'identity' or 'autoencoder_kl'")
 
 def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.dtype | None = None,
@@ -91,6 +138,7 @@ def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.d
             **extra,
         )
     else:
+        check_fits(profile, _transformer_class(profile))
         try:
             with quieted("diffusers", level=logging.ERROR):
                 pipe = pipeline_cls.from_pretrained(profile.pretrained, local_files_only=True, **extra)
@@ -100,6 +148,10 @@ def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.d
                 f"download them with `huggingface-cli download {profile.pretrained}` or pass --random-weights "
                 "to run the same architecture with random weights"
             ) from None
+        except Exception as exc:  # a folder whose files disagree with each other: one line, not diffusers' traceback
+            reason = str(exc).splitlines()[0][:160] if str(exc) else ""
+            raise ModelError(f"{profile.pretrained} does not load as a {profile.pipeline} ({type(exc).__name__}: "
+                             f"{reason}); check its model_index.json and configs, or re-save the pipeline") from None
         pipe.scheduler = build_scheduler(profile, scheduler)
     if (dtype is not None and dtype != torch.float32) or (device is not None and torch.device(device).type != "cpu"):
         with quieted("diffusers", level=logging.ERROR):  # "modules to keep in fp32: []" is noise here

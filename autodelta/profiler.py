@@ -165,7 +165,7 @@ def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_at
         whole = count_macs(transformer, {**inputs, "return_dict": False})
         total = whole.total()
         block_macs = []
-        for block, kwargs in tqdm(list(zip(blocks, captured)), desc="MACs per block", disable=not progress):
+        for block, kwargs in tqdm(list(zip(blocks, captured)), desc="MACs per block", disable=None if progress else True):
             block_macs.append(count_macs(block, kwargs).total() / batch)
         names = [entry[0] for entry in order]
         first_block = names.index(blocks_attr)
@@ -214,7 +214,7 @@ def profile_latency(transformer: torch.nn.Module, inputs: dict[str, Any], blocks
         with torch.no_grad():
             for _ in range(warmup):
                 transformer(**inputs, return_dict=False)
-            for _ in tqdm(range(repeats), desc="latency", disable=not progress):
+            for _ in tqdm(range(repeats), desc="latency", disable=None if progress else True):
                 recording[0] = True
                 sync()
                 t0 = time.perf_counter()

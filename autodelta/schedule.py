@@ -159,6 +159,16 @@ class DeltaDiTParams:
         }
 
 
+def sampler_family(scheduler: str) -> str:
+    """The kind of sampler a scheduler class is: a plan made for one kind means nothing for another."""
+    name = scheduler.lower()
+    if name.startswith(("lcm", "tcd")):
+        return "consistency sampler"
+    if "flowmatch" in name:
+        return "flow-matching sampler"
+    return "diffusion sampler"
+
+
 def paper_boundary(steps: int) -> tuple[int, str]:
     """The paper's boundary: b=12 for T=20 (its PixArt-α setting), else round(0.6·T)."""
     if steps == 20:
@@ -250,6 +260,9 @@ class Schedule:
         sampler = reader.section("sampler")
         num_blocks = model.get("num_blocks", int)
         raw_plan = reader.get("plan", list)
+        if len(raw_plan) > MAX_STEPS:  # before decoding a million entries one by one
+            raise ScheduleError(f"{source}: plan has {len(raw_plan)} entries; autodelta runs at most {MAX_STEPS} "
+                                "steps, so this is not a schedule it made")
         plan = decode_plan(raw_plan, source)
         try:
             return cls(

@@ -459,7 +459,7 @@ def run_search(evaluator: Evaluator, settings: SearchSettings, progress: bool = 
         check_budget_reachable(settings.space, evaluator.cost, evaluator.steps, budget)
     meter = evaluator.meter
     bar = tqdm(total=0, desc=f"search {settings.space.name} @ {','.join(b.text for b in settings.all_budgets)}",
-               disable=not progress, unit="gen")
+               disable=None if progress else True, unit="gen")
     start = time.perf_counter()
     stopping = threading.Event()
 

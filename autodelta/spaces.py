@@ -185,8 +185,9 @@ def load_space(name_or_path: str | os.PathLike[str], steps: int = 20, num_blocks
     """A space by name (``search_spaces/<name>.yaml``) or path; checked against ``T`` and ``N_b``."""
     candidate = Path(name_or_path)
     folder = space_dir()
-    path = candidate if candidate.suffix in {".yaml", ".yml"} else folder / f"{name_or_path}.yaml"
-    if not path.exists():
+    is_path = candidate.suffix in {".yaml", ".yml"} or os.sep in str(name_or_path)
+    path = candidate if is_path else folder / f"{name_or_path}.yaml"
+    if not os.path.lexists(path):
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
         raise SpaceError(f"unknown search space {str(name_or_path)!r}; known spaces: {known} (or give a YAML path)")
     doc = read_yaml(path, "search space")
@@ -194,6 +195,8 @@ def load_space(name_or_path: str | os.PathLike[str], steps: int = 20, num_blocks
     if not isinstance(doc, dict) or "family" not in doc or not isinstance(doc.get("params"), dict):
         raise SpaceError(f"search space {path}: needs 'family' and a 'params' mapping")
     family = doc["family"]
+    if not isinstance(family, str):
+        raise SpaceError(f"search space {path}: family is {family!r}; it must be one name, one of {', '.join(FAMILIES)}")
     if family not in FAMILIES:
         raise SpaceError(f"search space {path}: unknown family {family!r}; use one of {', '.join(FAMILIES)}")
     names = FAMILIES[family].params

@@ -22,7 +22,7 @@ Fairness rules, the same for every row:
   statistics, the most bytes held by live tensors after a transformer call on the first item,
   minus full compute's (``autodelta.held_memory``; that item is left out of the wall timing).
 
-    python benchmarks/quality.py [--model tiny-dit] [--budgets 1.3x,1.6x,2x,2.5x,3x] [--trials 60] [--device cuda]
+    python benchmarks/quality.py [--model tiny-dit] [--budgets 1.3x,1.6x,2x,2.5x,3x] [--trials N] [--device cuda]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from autodelta.harness import Comparison, MethodResult
 from autodelta.models import load_profile
 from autodelta.report import save_quality_png
 from autodelta.schedule import load_schedule
-from autodelta.search import SearchSettings, run_search
+from autodelta.search import SearchSettings, default_trials, run_search, sampler_name
 from autodelta.search_outputs import write_outputs
 from autodelta.spaces import load_space
 
@@ -56,20 +56,24 @@ HEADER = ["budget", "method", "setting", "MACs speed-up", "wall speed-up", "PSNR
           "DFT-HF rel err", "classifier acc", "Fréchet dist", "extra memory"]
 
 
-def searched_schedule(model: str, budget_text: str, trials: int, space: str, out: Path, device: str = "cpu") -> Path:
-    """Run (or resume) the search at this budget; returns the chosen schedule file."""
+def searched_schedule(model: str, budget_text: str, trials: int | None, space: str, out: Path,
+                      device: str = "cpu") -> tuple[Path, str]:
+    """Run (or resume) the default search at this budget; returns the chosen schedule file and how it was found."""
     profile = load_profile(model)
     budget = parse_budget(budget_text)
     out.mkdir(parents=True, exist_ok=True)
     settings = SearchSettings(budget=budget, space=load_space(space, profile.steps, profile.num_blocks),
-                              trials=trials, storage=f"sqlite:///{out / 'study.db'}",
+                              trials=0, storage=f"sqlite:///{out / 'study.db'}",
                               study_name=f"{model}-{space}-{budget.text}", seed=0, model=profile.name)
-    factory = EvaluatorFactory(model, cache_dir=default_cache_dir(), device=device)
+    settings.trials = trials or default_trials(settings)
+    record = settings.space.range_set(profile.num_blocks) if sampler_name(settings) == "model" else ()
+    factory = EvaluatorFactory(model, cache_dir=default_cache_dir(), device=device, record=record)
     evaluator = factory()
     outcome = run_search(evaluator, settings, progress=True)
     heldout = EvaluatorFactory(model, heldout=True, cache_dir=default_cache_dir(), device=device)
     write_outputs(outcome, settings, evaluator, heldout, profile, out)
-    return out / "schedule.yaml"
+    spent = sum(outcome.generations.values())
+    return out / "schedule.yaml", f"{space} space, {sampler_name(settings)} sampler, {settings.trials} trials, {spent} item-gens"
 
 
 def row(budget: str, result: MethodResult) -> list[str]:
@@ -90,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-dit")
     parser.add_argument("--budgets", default="1.3x,1.6x,2x,2.5x,3x")
-    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--trials", type=int, help="trials of each search (default: the search's own)")
     parser.add_argument("--items", type=int, help="held-out items scored (default: all of the profile's)")
     parser.add_argument("--space", default="explicit", help="Search space(s), comma-separated: one row each.")
     parser.add_argument("--baselines", default=",".join(BASELINES))
@@ -123,9 +127,9 @@ def main() -> None:
         for space in [s for s in args.space.split(",") if s]:
             label = f"autodelta ({space})"
             try:
-                path = searched_schedule(args.model, budget_text, args.trials, space,
-                                         Path(args.work) / profile.name / space / budget.text, args.device)
-                results.append(comparison.plan(label, load_schedule(path).plan, f"{space} space, {args.trials} trials"))
+                path, how = searched_schedule(args.model, budget_text, args.trials, space,
+                                              Path(args.work) / profile.name / space / budget.text, args.device)
+                results.append(comparison.plan(label, load_schedule(path).plan, how))
             except BudgetError as exc:  # a space that cannot reach the budget is a row of its own, not the end
                 notes.append(f"{budget.text} {label}: {exc}")
                 rows.append([budget.text, label, f"cannot reach: {exc}"] + ["—"] * (len(HEADER) - 3))

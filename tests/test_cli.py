@@ -21,7 +21,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 def assert_one_line_error(code, err, *needles):
     assert code == 2
-    lines = err.strip().splitlines()
+    lines = [line.split("\r")[-1] for line in err.strip().splitlines()]  # what a terminal shows: erased bars go
     assert len(lines) == 1 and lines[0].startswith("autodelta: error: "), err
     assert "Traceback" not in err
     for needle in needles:
@@ -128,6 +128,20 @@ def test_search_then_apply_end_to_end_and_resume(capsys, tmp_path):
     assert code == 0, err
 
 
+def test_one_search_writes_a_schedule_per_budget_and_reports_its_generations(capsys, tmp_path):
+    out = tmp_path / "s"
+    code, stdout, err = run_cli(capsys, "search", "--model", "dit-test", "--budgets", "2x,1.3x", "--trials", "4",
+                                "--calib", "2", "--out", str(out))
+    assert code == 0, err
+    for budget in ("1.3x", "2x"):
+        schedule = load_schedule(out / f"schedule-{budget}.yaml")
+        assert schedule.cost["speedup"] >= parse_budget(budget).speedup - 1e-4
+    assert not (out / "schedule.yaml").exists()
+    report = (out / "report.md").read_text()
+    assert "## 1.3x" in report and "## 2x" in report and "| model | 74 |" in report  # 37 probes × 2 items
+    assert "item-generations: " in stdout and "sampler model" in stdout
+
+
 def test_search_bad_inputs_leave_outputs_untouched(capsys, tmp_path):
     out = tmp_path / "s"
     out.mkdir()
@@ -142,6 +156,9 @@ def test_search_bad_inputs_leave_outputs_untouched(capsys, tmp_path):
         (["--storage", "postgresql://x@127.0.0.1:1/none"], ["cannot be opened"]),
         (["--metric", "lpips"], ["unknown metric 'lpips'"]),
         (["--model", "nosuch"], ["unknown model 'nosuch'"]),
+        (["--budgets", "1.6x,abc"], ["budget 'abc' is not understood"]),
+        (["--max-generations", "50"], ["--max-generations 50 is below", "item-generations"]),
+        (["--sampler", "model", "--space", "paper"], ["sampler 'model' searches per-step spaces"]),
     ]
     for extra, needles in cases:
         code, _, err = run_cli(capsys, *base, *extra)
