@@ -55,7 +55,7 @@ def cached_hub_folder(repo_id: str) -> Path | None:
 
 def _json(path: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(read_bounded(path, "config", MAX_JSON_BYTES))
+        doc = json.loads(read_bounded(path, "config", MAX_JSON_BYTES, kind="JSON"))
     except AutodeltaError as exc:
         raise ModelError(str(exc)) from None
     except FileNotFoundError:

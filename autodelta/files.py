@@ -71,6 +71,10 @@ def folder_lock(folder: Path, command: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:g} MiB" if nbytes >= 2**20 else f"{nbytes} bytes"
+
+
 def _kind(mode: int) -> str | None:
     """What a non-regular file is, in words (``None`` for a regular file)."""
     for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
@@ -202,10 +206,11 @@ def _check_events(text: str) -> None:
             stack.pop()
 
 
-def read_bounded(path: str | os.PathLike[str], what: str, limit: int = MAX_YAML_BYTES) -> str:
-    """The text of a regular file of at most ``limit`` bytes, counted as read (a FIFO, device or socket is
-    refused before reading, so nothing hangs or grows without bound)."""
+def read_bounded(path: str | os.PathLike[str], what: str, limit: int | None = None, kind: str = "YAML") -> str:
+    """The text of a regular file of at most ``limit`` bytes (default :data:`MAX_YAML_BYTES`), counted as
+    read: a FIFO, device or socket is refused before reading, so nothing hangs or grows without bound."""
     source = Path(path)
+    limit = MAX_YAML_BYTES if limit is None else limit
     try:
         fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
@@ -224,8 +229,8 @@ def read_bounded(path: str | os.PathLike[str], what: str, limit: int = MAX_YAML_
             chunks.append(chunk)
             size += len(chunk)
         if size > limit:
-            raise AutodeltaError(f"{what} {str(source)!r} is larger than {limit // 2**20} MiB; autodelta reads files "
-                                 f"of at most {limit // 2**20} MiB")
+            raise AutodeltaError(f"{what} {str(source)!r} is larger than {_size(limit)}; autodelta reads {kind} files "
+                                 f"of at most {_size(limit)}")
         return b"".join(chunks).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise AutodeltaError(f"{what} {str(source)!r} cannot be read ({_reason(exc)}); check the file") from None
