@@ -218,9 +218,9 @@ def read_bounded(path: str | os.PathLike[str], what: str, limit: int | None = No
     except OSError as exc:
         raise AutodeltaError(f"{what} {str(source)!r} cannot be read ({_reason(exc)}); check the file") from None
     try:
-        kind = _kind(os.fstat(fd).st_mode)
-        if kind is not None:
-            raise AutodeltaError(f"{what} {str(source)!r} is {kind}, not a regular file; give a file")
+        other = _kind(os.fstat(fd).st_mode)
+        if other is not None:
+            raise AutodeltaError(f"{what} {str(source)!r} is {other}, not a regular file; give a file")
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, min(2**20, limit + 1 - size))
