@@ -9,36 +9,37 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from autodelta.version import __version__
 
 _EXPORTS = {
     "AutodeltaError": "autodelta.errors",
-    "Budget": "autodelta.cost",
-    "CachedRange": "autodelta.schedule",
-    "CostModel": "autodelta.cost",
-    "CostProfile": "autodelta.profiler",
-    "DeltaCacheHandle": "autodelta.runtime",
-    "DeltaDiTParams": "autodelta.schedule",
-    "RuntimeStats": "autodelta.runtime",
-    "Schedule": "autodelta.schedule",
-    "apply": "autodelta.runtime",
-    "load_schedule": "autodelta.schedule",
-    "paper_rule": "autodelta.cost",
-    "parse_budget": "autodelta.cost",
-    "profile": "autodelta.profiler",
+    "Budget": "autodelta.plan.cost",
+    "CachedRange": "autodelta.plan.schedule",
+    "CostModel": "autodelta.plan.cost",
+    "CostProfile": "autodelta.models.profiler",
+    "DeltaCacheHandle": "autodelta.runtime.apply",
+    "DeltaDiTParams": "autodelta.plan.schedule",
+    "RuntimeStats": "autodelta.runtime.state",
+    "Schedule": "autodelta.plan.schedule",
+    "apply": "autodelta.runtime.apply",
+    "load_schedule": "autodelta.plan.schedule",
+    "paper_rule": "autodelta.plan.cost",
+    "parse_budget": "autodelta.plan.cost",
+    "profile": "autodelta.models.profiler",
 }
 
 __all__ = [
-    "AutodeltaError", "Budget", "CachedRange", "CostModel", "CostProfile", "DeltaCacheHandle", "DeltaDiTParams",
+    "__version__", "AutodeltaError", "Budget", "CachedRange", "CostModel", "CostProfile", "DeltaCacheHandle", "DeltaDiTParams",
     "RuntimeStats", "Schedule", "apply", "load_schedule", "paper_rule", "parse_budget", "profile",
 ]
 
 if TYPE_CHECKING:
-    from autodelta.cost import Budget, CostModel, paper_rule, parse_budget
     from autodelta.errors import AutodeltaError
-    from autodelta.profiler import CostProfile, profile
-    from autodelta.runtime import DeltaCacheHandle, RuntimeStats, apply
-    from autodelta.schedule import CachedRange, DeltaDiTParams, Schedule, load_schedule
+    from autodelta.models.profiler import CostProfile, profile
+    from autodelta.plan.cost import Budget, CostModel, paper_rule, parse_budget
+    from autodelta.plan.schedule import CachedRange, DeltaDiTParams, Schedule, load_schedule
+    from autodelta.runtime.apply import DeltaCacheHandle, apply
+    from autodelta.runtime.state import RuntimeStats
 
 
 def __getattr__(name: str) -> Any:

@@ -323,12 +323,13 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def shipped_dir(kind: str) -> Path:
-    """A data folder shipped inside the package (``profiles``, ``search_spaces``).
+    """A shipped data folder: ``profiles`` or ``search_spaces``, top-level in the repository.
 
-    Found with :mod:`importlib.resources`, so an installed wheel finds its models and
-    spaces wherever it is installed, not only an editable checkout.
+    Both are packages of their own (``autodelta.profiles``, ``autodelta.search_spaces``,
+    mapped from the top-level folders by ``package-dir`` in pyproject.toml), found with
+    :mod:`importlib.resources`: a wheel, an editable install and a checkout all find them.
     """
     from importlib import resources
 
-    return Path(str(resources.files("autodelta").joinpath(kind)))
+    return Path(str(resources.files(f"autodelta.{kind}")))
 

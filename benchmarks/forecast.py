@@ -15,9 +15,9 @@ from __future__ import annotations
 import sys
 import time
 
-from autodelta.evaluation import EvaluatorFactory, default_cache_dir
-from autodelta.models import load_profile
-from autodelta.schedule import CachedRange, Step, canonical
+from autodelta.evaluation.diffusion import EvaluatorFactory, default_cache_dir
+from autodelta.models.loading import load_profile
+from autodelta.plan.schedule import CachedRange, Step, canonical
 
 PLANS = {
     "even2 (1.6x-ish) FFFdFdFdFdFdFdFdFdFF": "FFFdFdFdFdFdFdFdFdFF",

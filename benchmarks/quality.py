@@ -20,7 +20,7 @@ Fairness rules, the same for every row:
 - extra memory is what a method holds beyond full compute: on CUDA (``--device cuda``) the
   peak memory allocated during its calls minus full compute's; on CPU, which keeps no allocator
   statistics, the most bytes held by live tensors after a transformer call on the first item,
-  minus full compute's (``autodelta.held_memory``; that item is left out of the wall timing).
+  minus full compute's (``autodelta.evaluation.held_memory``; that item is left out of the wall timing).
 
     python benchmarks/quality.py [--model tiny-dit] [--budgets 1.3x,1.6x,2x,2.5x,3x] [--trials N] [--device cuda]
 """
@@ -35,19 +35,19 @@ from pathlib import Path
 import diffusers
 import torch
 
-from autodelta.baselines import BASELINES
-from autodelta.cache_methods import meets
-from autodelta.calibration import CalibrationSet
-from autodelta.cost import parse_budget
+from autodelta.baselines.harness import Comparison, MethodResult
+from autodelta.baselines.registry import BASELINES
+from autodelta.cli.outputs import write_outputs
+from autodelta.cli.report import save_quality_png
 from autodelta.errors import BudgetError
-from autodelta.evaluation import DiffusionEvaluator, EvaluatorFactory, default_cache_dir
-from autodelta.harness import Comparison, MethodResult
-from autodelta.models import load_profile
-from autodelta.report import save_quality_png
-from autodelta.schedule import load_schedule
-from autodelta.search import SearchSettings, default_trials, run_search, sampler_name
-from autodelta.search_outputs import write_outputs
-from autodelta.spaces import load_space
+from autodelta.evaluation.calibration import CalibrationSet
+from autodelta.evaluation.diffusion import DiffusionEvaluator, EvaluatorFactory, default_cache_dir
+from autodelta.models.loading import load_profile
+from autodelta.plan.cost import parse_budget
+from autodelta.plan.schedule import load_schedule
+from autodelta.search.run import run_search
+from autodelta.search.settings import SearchSettings, default_trials, sampler_name
+from autodelta.search.spaces import load_space
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -146,7 +146,7 @@ def main() -> None:
             points.setdefault(result.name, []).append((result.speedup, result.metrics["psnr"]))
             print(" | ".join(rows[-1]))
         paper = next((r for r in results if r.name == "paper"), None)
-        others = [r for r in results if r not in searched and meets(budget, r.speedup)]
+        others = [r for r in results if r not in searched and budget.reached(r.speedup)]
         for mine in searched:
             if paper is not None and others:
                 best = max(others, key=lambda r: r.metrics["psnr"])

@@ -22,10 +22,11 @@ import time
 import torch
 
 import autodelta
-from autodelta.cost import paper_rule, parse_budget
-from autodelta.generation import generate
-from autodelta.models import load_profile, parse_dtype
-from autodelta.schedule import Schedule
+from autodelta.evaluation.generation import generate
+from autodelta.models.devices import parse_dtype
+from autodelta.models.loading import load_profile
+from autodelta.plan.cost import paper_rule, parse_budget
+from autodelta.plan.schedule import Schedule
 
 
 def main() -> None:

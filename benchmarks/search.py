@@ -29,12 +29,13 @@ from pathlib import Path
 import diffusers
 import torch
 
-from autodelta.cost import paper_rule, parse_budget
-from autodelta.evaluation import EvaluatorFactory
-from autodelta.models import load_profile
-from autodelta.schedule import Step
-from autodelta.search import SearchOutcome, SearchSettings, default_trials, run_search
-from autodelta.spaces import load_space
+from autodelta.evaluation.diffusion import EvaluatorFactory
+from autodelta.models.loading import load_profile
+from autodelta.plan.cost import paper_rule, parse_budget
+from autodelta.plan.schedule import Step
+from autodelta.search.run import SearchOutcome, run_search
+from autodelta.search.settings import SearchSettings, default_trials
+from autodelta.search.spaces import load_space
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

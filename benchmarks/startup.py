@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     cli = shutil.which("autodelta") or sys.executable
-    prefix = [cli] if cli != sys.executable else [sys.executable, "-m", "autodelta.cli"]
+    prefix = [cli] if cli != sys.executable else [sys.executable, "-m", "autodelta.cli.app"]
     out = Path(tempfile.mkdtemp()) / "rule.yaml"
     rows = [
         ("autodelta --help", prefix + ["--help"]),

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, DiTTransformer2DModel
 from tqdm.auto import tqdm
 
-from autodelta.digits import accuracy, frechet_distance, load_digits, train_classifier
+from autodelta.evaluation.digits import accuracy, frechet_distance, load_digits, train_classifier
 from autodelta.files import atomic_write, dump_yaml
-from autodelta.pipelines import compact_label_tables
+from autodelta.models.pipelines import compact_label_tables
 
 logger = logging.getLogger("train_tiny_dit")
 NULL_CLASS = 1000  # DiTPipeline hard-codes class 1000 as the unconditional label
@@ -151,8 +151,8 @@ def train(args: argparse.Namespace) -> None:
 
 def quality_gate(profile_path: Path, classifier: torch.nn.Module, splits, samples: int, device: torch.device) -> dict:
     """Full-compute samples: share recognised as the asked class, and Fréchet distance to held-out digits."""
-    from autodelta.generation import generate
-    from autodelta.models import load_profile
+    from autodelta.evaluation.generation import generate
+    from autodelta.models.loading import load_profile
 
     profile = load_profile(profile_path)
     pipe = profile.load_pipeline(device=device)
@@ -170,8 +170,8 @@ def quality_gate(profile_path: Path, classifier: torch.nn.Module, splits, sample
 
 
 def _write_cost(profile_path: Path, repeats: int) -> None:
-    from autodelta.models import load_profile
-    from autodelta.profiler import profile
+    from autodelta.models.loading import load_profile
+    from autodelta.models.profiler import profile
 
     spec = load_profile(profile_path)
     transformer = spec.load_pipeline().transformer
@@ -210,7 +210,7 @@ def _plot_losses(losses: list[float], path: Path, name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent.parent / "autodelta" / "profiles"))
+    parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parent.parent / "profiles"))
     parser.add_argument("--proxy", choices=sorted(PROXIES), default="tiny-dit",
                         help="a shipped proxy's architecture, seed, guidance and iterations (the options below override)")
     parser.add_argument("--name", help="model name (default: --proxy)")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autodelta.models import Profile, load_profile
-from autodelta.schedule import CachedRange, DeltaDiTParams, Schedule, Step
+from autodelta.models.loading import load_profile
+from autodelta.models.profile import Profile
+from autodelta.plan.schedule import CachedRange, DeltaDiTParams, Schedule, Step
 
 torch.set_num_threads(2)
 

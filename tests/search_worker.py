@@ -12,11 +12,12 @@ import sys
 import time
 from dataclasses import dataclass
 
-from autodelta.cost import CostModel, parse_budget
-from autodelta.search import SearchSettings, run_search
-from autodelta.spaces import load_space
-from autodelta.synthetic import SyntheticEvaluator
-from autodelta.workers import WorkerPool
+from autodelta.evaluation.synthetic import SyntheticEvaluator
+from autodelta.plan.cost import CostModel, parse_budget
+from autodelta.search.run import run_search
+from autodelta.search.settings import SearchSettings
+from autodelta.search.spaces import load_space
+from autodelta.search.workers import WorkerPool
 
 
 class SlowSynthetic(SyntheticEvaluator):

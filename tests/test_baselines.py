@@ -5,30 +5,33 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autodelta.baselines import BASELINES, deepcache_plan, fora_plan, get_baseline, paper_plan, resolve_plan
-from autodelta.calibration import CalibrationSet
-from autodelta.cost import CostModel, parse_budget
+from autodelta.baselines.deepcache import DeepCache
+from autodelta.baselines.fora import Fora
+from autodelta.baselines.harness import Comparison, ItemwiseRunner, plan_installer
+from autodelta.baselines.paper import Paper
+from autodelta.baselines.registry import BASELINES, get_baseline
 from autodelta.errors import BudgetError
-from autodelta.harness import Comparison, ItemwiseRunner, plan_installer
-from autodelta.schedule import CachedRange
+from autodelta.evaluation.calibration import CalibrationSet
+from autodelta.plan.cost import CostModel, parse_budget
+from autodelta.plan.schedule import CachedRange
 from tests.test_cli import assert_one_line_error, run_cli
 
 
 @pytest.mark.parametrize("budget", ["1.3x", "1.6x", "2.0x"])
 def test_schedule_baselines_meet_the_budget_closely(budget):
     cost, b = CostModel.uniform(28, pre=0.01, post=0.01), parse_budget(budget)
-    for make in (paper_plan, fora_plan, deepcache_plan):
-        plan = make(cost, 20, b)
+    for baseline in (Paper(), Fora(), DeepCache()):
+        plan = baseline.plan(cost, 20, b)
         share = cost.plan_macs(plan) / (cost.full_macs(20) / b.speedup)  # MACs relative to the budget's
-        assert plan[0] is None and 0.9 < share <= 1.03, make.__name__  # equal MACs (±3%) or the nearest above
+        assert plan[0] is None and 0.9 < share <= 1.03, baseline.name  # equal MACs (±3%) or the nearest above
 
 
 def test_fora_replays_the_whole_stack_and_deepcache_the_middle():
     cost, b = CostModel.uniform(28), parse_budget("1.6x")
-    fora = fora_plan(cost, 20, b)
+    fora = Fora().plan(cost, 20, b)
     assert {s for s in fora if s is not None} == {CachedRange(0, 28)}
     assert sum(s is None for s in fora) == 12  # 20/12 = 1.667x; 13 full steps would give 1.538x
-    deep = deepcache_plan(cost, 20, b)
+    deep = DeepCache().plan(cost, 20, b)
     ranges = {s for s in deep if s is not None}
     assert len(ranges) == 1
     (middle,) = ranges
@@ -38,7 +41,7 @@ def test_fora_replays_the_whole_stack_and_deepcache_the_middle():
 def test_unreachable_budget_says_the_maximum(capsys):
     cost = CostModel.uniform(28)
     with pytest.raises(BudgetError, match=r"maximum here is \d+\.\d+x"):
-        deepcache_plan(cost, 4, parse_budget("3.9x"))
+        DeepCache().plan(cost, 4, parse_budget("3.9x"))
     code, _, err = run_cli(capsys, "evaluate", "--baseline", "deepcache", "--model", "dit-test", "--budget", "25x")
     assert_one_line_error(code, err, "deepcache cannot reach budget 25x", "maximum")
 
@@ -61,17 +64,17 @@ def runner(profile):
 def test_harness_counts_exactly_what_a_plan_runs(profile, runner):
     full = runner.run()
     assert full.speedup == pytest.approx(1.0) and runner.counts == [3 * 20] * 28
-    plan = resolve_plan("paper", runner.cost, 20, parse_budget("1.6x"))
+    plan = Paper().plan(runner.cost, 20, parse_budget("1.6x"))
     run = runner.run(plan_installer(plan, profile, runner.cost))
     assert run.speedup == pytest.approx(runner.cost.speedup(plan), rel=1e-12)
     assert not torch.equal(run.images, full.images)
 
 
 def test_first_block_cache_is_tuned_to_the_budget_and_removed_cleanly(profile, runner):
-    from autodelta.cache_methods import METHODS
+    from autodelta.baselines.fbcache import FirstBlockCache
 
     full = runner.run()
-    never = runner.run(METHODS["fbcache"].install(0.0, None))  # threshold 0: every step computes every block
+    never = runner.run(FirstBlockCache().installer(0.0))  # threshold 0: every step computes every block
     assert never.speedup == pytest.approx(1.0) and torch.equal(never.images, full.images)
     comparison = Comparison(profile, runner.pipe, runner.items, runner.cost, metrics=["psnr"],
                             calibration_items=CalibrationSet.from_profile(profile, 3))
@@ -81,7 +84,7 @@ def test_first_block_cache_is_tuned_to_the_budget_and_removed_cleanly(profile, r
 
 
 def test_dbcache_runs_through_cache_dit(profile, runner):
-    from autodelta.cache_methods import cache_dit_installer
+    from autodelta.baselines.hooks import cache_dit_installer
 
     full = runner.run()
     cached = runner.run(cache_dit_installer(10.0))  # caches every step after its 8 warm-up steps
@@ -103,8 +106,8 @@ def test_evaluate_baseline_end_to_end(capsys, tmp_path):
 
 
 def test_greedy_replays_the_cheapest_step_each_round_until_the_budget():
-    from autodelta.greedy import greedy_plan
-    from autodelta.synthetic import SyntheticEvaluator
+    from autodelta.evaluation.synthetic import SyntheticEvaluator
+    from autodelta.search.samplers.greedy import greedy_plan
 
     evaluator = SyntheticEvaluator(CostModel.uniform(28), 12)
     budget = parse_budget("1.5x")
@@ -131,10 +134,10 @@ def test_greedy_from_the_cli(capsys, tmp_path):
 
 def test_pab_skips_attention_inside_blocks_and_the_harness_counts_it(profile, runner):
     """PAB leaves every block running; the counters on the attention modules see the skipped calls."""
-    from autodelta.cache_methods import METHODS
+    from autodelta.baselines.pab import PyramidAttentionBroadcast
 
-    run = runner.run(METHODS["pab"].install((3, (0, 1000)), None))
-    counts = runner._module_counts
+    run = runner.run(PyramidAttentionBroadcast().installer((3, (0, 1000))))
+    counts = runner.module_counts
     assert runner.counts == [3 * 20] * 28  # every block ran on every step
     attention = [counts[("module", i, "attn1")] for i in range(28)]
     assert all(0 < a < 3 * 20 for a in attention)
@@ -152,25 +155,25 @@ def test_pab_skips_attention_inside_blocks_and_the_harness_counts_it(profile, ru
 @pytest.mark.parametrize("name", ["taylorseer", "magcache", "seacache", "dbcache-taylorseer"])
 def test_run_time_methods_are_tuned_on_calibration_items_to_the_budget(profile, name):
     """Each method's own knob meets the budget on the calibration items; the scored items are others."""
-    from autodelta.cache_methods import METHODS, meets, tune
+    from autodelta.baselines.tuning import tune
 
     pipe = profile.load_pipeline()
     calibration = ItemwiseRunner(profile, pipe, CalibrationSet.from_profile(profile, 2), profile.cost_model())
     budget = parse_budget("1.6x")
-    tuned = tune(METHODS[name], calibration, budget, profile.steps)
-    assert meets(budget, tuned.speedup) and tuned.speedup < 1.6 * 1.35
+    tuned = tune(BASELINES[name], calibration, budget, profile.steps)
+    assert budget.reached(tuned.speedup) and tuned.speedup < 1.6 * 1.35
     comparison = Comparison(profile, pipe, CalibrationSet.from_profile(profile, 2, heldout=True), profile.cost_model(),
                             metrics=["psnr"], calibration_items=calibration.items)
     result = comparison.baseline(name, budget)
-    assert meets(budget, result.speedup) and result.metrics["psnr"] < float("inf")
+    assert budget.reached(result.speedup) and result.metrics["psnr"] < float("inf")
 
 
 def test_magcache_calibrates_one_ratio_per_step(profile):
-    from autodelta.cache_methods import _magcache_ratios
+    from autodelta.baselines.magcache import MagCache
 
     runner = ItemwiseRunner(profile, profile.load_pipeline(), CalibrationSet.from_profile(profile, 2),
                             profile.cost_model())
-    steps, ratios = _magcache_ratios(runner, profile.steps)
+    steps, ratios = MagCache().calibrate(runner, profile.steps)
     assert steps == profile.steps and len(ratios) == profile.steps
     assert all(0.5 < r < 1.5 for r in ratios)  # magnitude ratios of consecutive residuals
 
@@ -183,7 +186,7 @@ def test_a_budget_beyond_a_methods_reach_names_its_maximum(capsys, profile):
 
 
 def test_extra_memory_on_cpu_is_the_delta_cache_a_plan_holds(profile):
-    """The CPU census (autodelta.held_memory) sees one Δ per replayed range and two per forecast one."""
+    """The CPU census (autodelta.evaluation.held_memory) sees one Δ per replayed range and two per forecast one."""
     items = CalibrationSet.from_profile(profile, 1)
     comparison = Comparison(profile, profile.load_pipeline(), items, profile.cost_model(), metrics=["psnr"],
                             memory=True)

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from autodelta.cli import main
-from autodelta.cost import paper_rule, parse_budget
-from autodelta.schedule import CachedRange, load_schedule
+from autodelta.cli.app import main
+from autodelta.plan.cost import paper_rule, parse_budget
+from autodelta.plan.schedule import CachedRange, load_schedule
 from tests.conftest import make_schedule, paper_schedule
 
 
@@ -181,7 +181,7 @@ def test_evaluate_prints_the_table_and_writes_the_grid(capsys, tmp_path, paper_f
     assert "psnr" in out and "full compute" in out
     assert (tmp_path / "e" / "evaluate.png").exists()
     code, _, err = run_cli(capsys, "evaluate", str(paper_file), "--calib", "0")
-    assert_one_line_error(code, err, "calibration size 0")
+    assert_one_line_error(code, err, "'--calib'", "greater than or equal to 1", "`autodelta evaluate --help`")
     code, _, err = run_cli(capsys, "evaluate", str(paper_file), "--metrics", "psnr,nope")
     assert_one_line_error(code, err, "unknown metric 'nope'")
 
@@ -202,7 +202,7 @@ def test_usage_errors_from_the_installed_script_have_no_traceback(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "autodelta.cli", "apply", "x.yaml", "--bogus"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "autodelta.cli.app", "apply", "x.yaml", "--bogus"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "No such option" in proc.stderr

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from autodelta.cost import CostModel, paper_rule, parse_budget
 from autodelta.errors import BudgetError
-from autodelta.schedule import CachedRange
+from autodelta.plan.cost import CostModel, paper_rule, parse_budget
+from autodelta.plan.schedule import CachedRange
 
 
 def test_paper_worked_example_equal_blocks():

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from autodelta.calibration import CalibrationSet
-from autodelta.cost import paper_rule, parse_budget
 from autodelta.errors import AutodeltaError
-from autodelta.evaluation import DiffusionEvaluator
-from autodelta.schedule import CachedRange
+from autodelta.evaluation.calibration import CalibrationSet
+from autodelta.evaluation.diffusion import DiffusionEvaluator
+from autodelta.plan.cost import paper_rule, parse_budget
+from autodelta.plan.schedule import CachedRange
 
 
 @pytest.fixture()

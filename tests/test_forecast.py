@@ -8,17 +8,17 @@ import pytest
 import torch
 
 import autodelta
-from autodelta.calibration import CalibrationSet
-from autodelta.cost import CostModel, parse_budget
 from autodelta.errors import ScheduleError
-from autodelta.evaluation import DiffusionEvaluator
-from autodelta.families.explicit import plan_values
-from autodelta.models import load_profile
-from autodelta.plan_moves import neighbours
-from autodelta.schedule import CachedRange, cache_needs, canonical, load_schedule, validate_plan
-from autodelta.spaces import SpaceError, load_space
+from autodelta.evaluation.calibration import CalibrationSet
+from autodelta.evaluation.diffusion import DiffusionEvaluator
+from autodelta.models.loading import load_profile
+from autodelta.plan.cost import CostModel, parse_budget
+from autodelta.plan.schedule import CachedRange, cache_needs, canonical, load_schedule, validate_plan
+from autodelta.search.families.explicit import plan_values
+from autodelta.search.samplers.moves import neighbours
+from autodelta.search.spaces import SpaceError, load_space
 from tests.conftest import make_schedule
-from tests.test_runtime import _Recorder, delta_step_by_hand
+from tests.test_runtime import Recorder, delta_step_by_hand
 
 W, WF = CachedRange(0, 28), CachedRange(0, 28, 1)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -32,7 +32,7 @@ def test_forecast_step_extrapolates_the_last_two_full_steps_deltas():
     calls = [dict(profile.example_inputs(batch=2, seed=i), timestep=torch.full((2,), t))
              for i, t in enumerate((900, 700, 500, 300))]
     s, n = 4, 20
-    rec = _Recorder(blocks)
+    rec = Recorder(blocks)
     with torch.no_grad():
         transformer(**calls[0])
         transformer(**calls[2])
@@ -40,14 +40,14 @@ def test_forecast_step_extrapolates_the_last_two_full_steps_deltas():
     d0 = rec.outputs[s + n - 1] - rec.inputs[s]
     d2 = rec.outputs[28 + s + n - 1] - rec.inputs[28 + s]
     delta = d2 + 0.5 * (d2 - d0)
-    rec3 = _Recorder(blocks)
+    rec3 = Recorder(blocks)
     with torch.no_grad():
         transformer(**calls[3])
     rec3.close()
     h = delta_step_by_hand(blocks, rec3.inputs[0], rec3.kwargs[0], s, n, delta)
     schedule = make_schedule([None, CachedRange(s, n), None, CachedRange(s, n, 1)])
     with autodelta.apply(transformer, schedule) as handle:
-        last = _Recorder([blocks[27]])
+        last = Recorder([blocks[27]])
         with torch.no_grad():
             for call in calls:
                 transformer(**call)

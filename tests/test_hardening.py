@@ -19,14 +19,15 @@ import torch
 import yaml
 
 import autodelta
-from autodelta.calibration import CalibrationSet
-from autodelta.cost import CostModel
 from autodelta.errors import AutodeltaError
-from autodelta.evaluation import DiffusionEvaluator, Evaluation
+from autodelta.evaluation.calibration import CalibrationSet
+from autodelta.evaluation.diffusion import DiffusionEvaluator, Evaluation
+from autodelta.evaluation.synthetic import SyntheticEvaluator
 from autodelta.files import atomic_write, read_yaml
-from autodelta.schedule import DeltaDiTParams
-from autodelta.search import records, run_search
-from autodelta.synthetic import SyntheticEvaluator
+from autodelta.plan.cost import CostModel
+from autodelta.plan.schedule import DeltaDiTParams
+from autodelta.search.records import records
+from autodelta.search.run import run_search
 from tests.conftest import make_schedule, paper_schedule
 from tests.search_worker import settings as worker_settings
 from tests.test_cli import assert_one_line_error, run_cli
@@ -358,7 +359,7 @@ def test_11_messages_name_the_real_problem(capsys, tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # study.ask() plays the killed worker
 def test_11_stale_running_trials_are_failed_on_resume(tmp_path, monkeypatch):
-    import autodelta.storage as storage_module
+    import autodelta.search.storage as storage_module
 
     monkeypatch.setattr(storage_module, "HEARTBEAT_S", 1)
     monkeypatch.setattr(storage_module, "GRACE_S", 2)
@@ -377,8 +378,10 @@ def test_11_stale_running_trials_are_failed_on_resume(tmp_path, monkeypatch):
 
 
 def test_12_the_cli_and_the_schedule_readers_do_not_import_torch():
-    code = ("import sys, autodelta.cli, autodelta.commands, autodelta.schedule, autodelta.cost, autodelta.models, "
-            "autodelta.report; assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, "
+    code = ("import sys, autodelta.cli.app, autodelta.cli.options, autodelta.cli.rule, autodelta.cli.show, "
+            "autodelta.plan.schedule, autodelta.plan.cost, autodelta.models.loading, autodelta.models.profile, "
+            "autodelta.search.settings, autodelta.search.spaces, autodelta.cli.report; "
+            "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, "
             "[m for m in sys.modules if m in ('torch', 'diffusers')]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

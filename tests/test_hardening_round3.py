@@ -16,7 +16,7 @@ import yaml
 from autodelta.files import folder_lock
 from tests.conftest import make_schedule, paper_schedule
 from tests.test_cli import assert_one_line_error, run_cli
-from tests.test_real_path import _scheduler, _vae
+from tests.test_real_path import tiny_scheduler, tiny_vae
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ def folder(tmp_path_factory):
     transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
                                         num_layers=4, sample_size=8, patch_size=2, num_embeds_ada_norm=10).eval()
     path = tmp_path_factory.mktemp("pipes") / "dit"
-    DiTPipeline(transformer=transformer, vae=_vae(), scheduler=_scheduler()).save_pretrained(path)
+    DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=tiny_scheduler()).save_pretrained(path)
     return path
 
 
@@ -66,9 +66,9 @@ def test_1_a_broken_pipeline_folder_is_one_line(capsys, tmp_path, folder, file, 
 
 
 def test_1_a_transformer_too_big_for_memory_is_refused_before_allocating(capsys, tmp_path, folder, monkeypatch):
-    import autodelta.pipelines
+    import autodelta.models.pipelines
 
-    monkeypatch.setattr(autodelta.pipelines, "available_memory", lambda: 2**10)  # 1 KiB free
+    monkeypatch.setattr(autodelta.models.pipelines, "available_memory", lambda: 2**10)  # 1 KiB free
     code, _, err = run_cli(capsys, "profile", "--model", str(folder))
     assert_one_line_error(code, err, "parameters", "more than the 0.0 GiB free here")
 
@@ -130,14 +130,14 @@ def test_5_an_unreachable_baseline_budget_is_refused_after_one_generation(capsys
 def test_6_ctrl_c_outside_the_search_exits_130(capsys, monkeypatch, how):
     import typer
 
-    import autodelta.commands
+    import autodelta.cli.rule
 
     def interrupted(*_args, **_kwargs):
         if how == "interrupt":
             raise KeyboardInterrupt
         raise typer.Exit(130)
 
-    monkeypatch.setattr(autodelta.commands, "run_rule", interrupted)
+    monkeypatch.setattr(autodelta.cli.rule, "run_rule", interrupted)
     code, _, err = run_cli(capsys, "rule", "--model", "dit-test")
     assert code == 130 and err.strip() == "autodelta: interrupted"
 
@@ -233,7 +233,7 @@ def test_11_plain_autodelta_prints_its_help_and_exits_0(capsys):
 
 
 def test_11_a_profile_without_cost_gets_a_hint_that_works_as_printed(capsys, tmp_path):
-    doc = yaml.safe_load((ROOT / "autodelta" / "profiles" / "dit-test.yaml").read_text())
+    doc = yaml.safe_load((ROOT / "profiles" / "dit-test.yaml").read_text())
     doc.pop("cost")
     doc["name"] = "my"
     mine = tmp_path / "my.yaml"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autodelta.errors import AutodeltaError
-from autodelta.metrics import METRICS, aggregate, average_gradient, get_metric, high_frequency_energy
+from autodelta.evaluation.metrics import METRICS, aggregate, average_gradient, get_metric, high_frequency_energy
 
 
 def _ref():

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 import autodelta
-from autodelta.calibration import CalibrationSet
-from autodelta.cost import paper_rule, parse_budget
 from autodelta.errors import ModelError, ScheduleError
-from autodelta.evaluation import DiffusionEvaluator
-from autodelta.models import load_profile
-from autodelta.prompts import random_prompt_embeddings
-from autodelta.schedule import CachedRange
+from autodelta.evaluation.calibration import CalibrationSet
+from autodelta.evaluation.diffusion import DiffusionEvaluator
+from autodelta.models.loading import load_profile
+from autodelta.models.prompts import random_prompt_embeddings
+from autodelta.plan.cost import paper_rule, parse_budget
+from autodelta.plan.schedule import CachedRange
 from tests.conftest import make_schedule
 from tests.test_cli import assert_one_line_error, run_cli
 
@@ -58,7 +58,7 @@ def test_sampler_and_all_full_plan_are_bit_identical_to_the_pipeline(pixart, var
 
 
 def test_lcm_four_steps_with_the_papers_rule(pixart):
-    from autodelta.cost import CostModel
+    from autodelta.plan.cost import CostModel
 
     lcm = _lcm(pixart)
     params = paper_rule(CostModel.uniform(28), 4, parse_budget("1.12x"))
@@ -119,7 +119,7 @@ def test_prompt_embeddings_of_the_wrong_width_are_refused(pixart, tmp_path, caps
 
 
 def test_profiler_counts_pixart_blocks_and_micro_conditions(pixart):
-    from autodelta.profiler import profile_macs
+    from autodelta.models.profiler import profile_macs
 
     measured = profile_macs(pixart.build_transformer(), pixart.example_inputs(batch=2))
     assert len(measured.blocks_macs) == 28 and len(set(measured.blocks_macs)) == 1

@@ -6,17 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from autodelta.calibration import CalibrationSet
-from autodelta.cost import CostModel, parse_budget
 from autodelta.errors import AutodeltaError
-from autodelta.evaluation import DiffusionEvaluator
-from autodelta.evaluator import Evaluation
-from autodelta.families.explicit import plan_values
-from autodelta.plan_moves import neighbours
-from autodelta.schedule import CachedRange, Schedule, load_schedule
-from autodelta.search import SearchSettings, best_reachable_speedup, run_search
-from autodelta.spaces import SpaceError, load_space
-from autodelta.synthetic import SyntheticEvaluator
+from autodelta.evaluation.calibration import CalibrationSet
+from autodelta.evaluation.diffusion import DiffusionEvaluator
+from autodelta.evaluation.evaluator import Evaluation
+from autodelta.evaluation.synthetic import SyntheticEvaluator
+from autodelta.plan.cost import CostModel, parse_budget
+from autodelta.plan.schedule import CachedRange, Schedule, load_schedule
+from autodelta.search.families.explicit import plan_values
+from autodelta.search.run import best_reachable_speedup, run_search
+from autodelta.search.samplers.moves import neighbours
+from autodelta.search.settings import SearchSettings
+from autodelta.search.spaces import SpaceError, load_space
 
 W = CachedRange(0, 28)
 GREEDY_SHAPE = "FFFdFFdFdFdFddFdFdFF"  # the unseen model's greedy plan of the issue: uneven, two Δ in a row

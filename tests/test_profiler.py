@@ -4,8 +4,8 @@ import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
 
-from autodelta.profiler import _Call, count_macs, profile_macs
-from autodelta.profiler import profile as run_profile
+from autodelta.models.profiler import KeywordCall, count_macs, profile_macs
+from autodelta.models.profiler import profile as run_profile
 
 
 def closed_form_block_macs(d: int, tokens: int, heads: int, freq_dim: int = 256) -> int:
@@ -36,7 +36,7 @@ def test_sdpa_handle_is_counted(profile):
     inputs = profile.example_inputs(batch=1)
     with_handle = count_macs(transformer, dict(inputs, return_dict=False)).total()
     names = list(inputs)
-    without = FlopCountAnalysis(_Call(transformer, 0, names, {"return_dict": False}), tuple(inputs.values()))
+    without = FlopCountAnalysis(KeywordCall(transformer, 0, names, {"return_dict": False}), tuple(inputs.values()))
     cfg = profile.transformer_config
     d = cfg["num_attention_heads"] * cfg["attention_head_dim"]
     tokens = (cfg["sample_size"] // cfg["patch_size"]) ** 2

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import autodelta
-from autodelta.calibration import CalibrationSet
-from autodelta.devices import resolve
 from autodelta.errors import ModelError
-from autodelta.evaluation import DiffusionEvaluator
-from autodelta.models import load_profile
-from autodelta.schedule import CachedRange
+from autodelta.evaluation.calibration import CalibrationSet
+from autodelta.evaluation.diffusion import DiffusionEvaluator
+from autodelta.models.devices import resolve
+from autodelta.models.loading import load_profile
+from autodelta.plan.schedule import CachedRange
 from tests.conftest import make_schedule
 from tests.test_cli import assert_one_line_error, run_cli
 
@@ -20,14 +20,14 @@ VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_cha
        "layers_per_block": 1, "norm_num_groups": 4, "sample_size": 16, "scaling_factor": 0.18215}
 
 
-def _vae():
+def tiny_vae():
     from diffusers import AutoencoderKL
 
     torch.manual_seed(1)
     return AutoencoderKL(**VAE).eval()
 
 
-def _scheduler():
+def tiny_scheduler():
     from diffusers import DPMSolverMultistepScheduler
 
     return DPMSolverMultistepScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
@@ -42,7 +42,7 @@ def dit_folder(tmp_path_factory):
     transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
                                         num_layers=28, sample_size=8, patch_size=2, num_embeds_ada_norm=1000).eval()
     folder = tmp_path_factory.mktemp("pipes") / "my-dit"
-    DiTPipeline(transformer=transformer, vae=_vae(), scheduler=_scheduler()).save_pretrained(folder)
+    DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=tiny_scheduler()).save_pretrained(folder)
     return folder
 
 
@@ -57,8 +57,8 @@ def sigma_folder(tmp_path_factory):
                                            caption_channels=32, norm_type="ada_norm_single",
                                            num_embeds_ada_norm=1000).eval()
     folder = tmp_path_factory.mktemp("pipes") / "my-sigma"
-    PixArtSigmaPipeline(tokenizer=None, text_encoder=None, vae=_vae(), transformer=transformer,
-                        scheduler=_scheduler()).save_pretrained(folder)
+    PixArtSigmaPipeline(tokenizer=None, text_encoder=None, vae=tiny_vae(), transformer=transformer,
+                        scheduler=tiny_scheduler()).save_pretrained(folder)
     return folder
 
 
@@ -184,7 +184,7 @@ def test_compiled_blocks_match_eager_and_still_skip(profile):
 
 
 def test_apply_compile_from_the_cli_compares_like_with_like(capsys, tmp_path):
-    from autodelta.cost import paper_rule, parse_budget
+    from autodelta.plan.cost import paper_rule, parse_budget
 
     profile = load_profile("dit-test")
     plan = paper_rule(profile.cost_model(), 20, parse_budget("1.6x")).plan(20, 28)

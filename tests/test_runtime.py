@@ -7,8 +7,8 @@ import torch
 
 import autodelta
 from autodelta.errors import ScheduleError
-from autodelta.models import load_profile
-from autodelta.schedule import CachedRange
+from autodelta.models.loading import load_profile
+from autodelta.plan.schedule import CachedRange
 from tests.conftest import full_schedule, make_schedule, paper_schedule
 
 
@@ -33,7 +33,7 @@ def test_all_full_plan_is_bit_identical_and_removal_restores(pipe):
     assert pipe.transformer.forward.__func__ is type(pipe.transformer).forward
 
 
-class _Recorder:
+class Recorder:
     """Block inputs/outputs of an unpatched model, by call."""
 
     def __init__(self, blocks):
@@ -78,7 +78,7 @@ def test_delta_step_equals_hand_computation(name):
     x0 = profile.example_inputs(batch=2, seed=1)
     x1 = dict(profile.example_inputs(batch=2, seed=2), timestep=torch.full((2,), 300))
     s, n = 5, 10
-    rec = _Recorder(blocks)
+    rec = Recorder(blocks)
     with torch.no_grad():
         transformer(**x0)
         transformer(**x1)
@@ -87,7 +87,7 @@ def test_delta_step_equals_hand_computation(name):
     h = delta_step_by_hand(blocks, rec.inputs[28], rec.kwargs[28], s, n, delta)  # from h_0 at the second step
     schedule = make_schedule([None, CachedRange(s, n)], model=name)
     with autodelta.apply(transformer, schedule):
-        rec2 = _Recorder([blocks[27]])
+        rec2 = Recorder([blocks[27]])
         with torch.no_grad():
             transformer(**x0)
             out = transformer(**x1, return_dict=False)[0]

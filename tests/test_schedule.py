@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from autodelta.errors import ScheduleError
-from autodelta.schedule import CachedRange, DeltaDiTParams, Schedule, load_schedule, paper_boundary, paper_params
+from autodelta.plan.schedule import CachedRange, DeltaDiTParams, Schedule, load_schedule, paper_boundary, paper_params
 from tests.conftest import make_schedule, paper_schedule
 
 
@@ -84,7 +84,7 @@ def test_save_is_atomic_and_keeps_old_file_on_failure(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("autodelta.schedule.dump_yaml", boom)
+    monkeypatch.setattr("autodelta.plan.schedule.dump_yaml", boom)
     with pytest.raises(RuntimeError):
         make_schedule([None] * 20).save(path)
     assert path.read_text() == before

@@ -12,13 +12,14 @@ import optuna
 import pytest
 import yaml
 
-from autodelta.cost import CostModel, parse_budget
+from autodelta.cli.outputs import write_outputs
 from autodelta.errors import AutodeltaError, BudgetError
-from autodelta.schedule import load_schedule
-from autodelta.search import SearchSettings, run_search
-from autodelta.search_outputs import write_outputs
-from autodelta.spaces import load_space
-from autodelta.synthetic import SyntheticEvaluator
+from autodelta.evaluation.synthetic import SyntheticEvaluator
+from autodelta.plan.cost import CostModel, parse_budget
+from autodelta.plan.schedule import load_schedule
+from autodelta.search.run import run_search
+from autodelta.search.settings import SearchSettings
+from autodelta.search.spaces import load_space
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,17 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from autodelta.calibration import CalibrationSet
-from autodelta.cost import CostModel, parse_budget, parse_budgets
-from autodelta.error_model import ErrorModel, Gains, probe_plans, segments
-from autodelta.evaluation import DiffusionEvaluator
-from autodelta.plan_dp import plan_front
-from autodelta.schedule import CachedRange
-from autodelta.search import SearchSettings, generations_by_phase, run_search
-from autodelta.spaces import load_space
-from autodelta.synthetic import SyntheticEvaluator, SyntheticModel
-from autodelta.trajectory import Sketch, Trajectory, TrajectoryRecorder
-from autodelta.work import WorkMeter
+from autodelta.evaluation.calibration import CalibrationSet
+from autodelta.evaluation.diffusion import DiffusionEvaluator
+from autodelta.evaluation.error_model import ErrorModel, Gains, probe_plans, segments
+from autodelta.evaluation.synthetic import SyntheticEvaluator, SyntheticModel
+from autodelta.evaluation.trajectory import Sketch, Trajectory, TrajectoryRecorder
+from autodelta.evaluation.work import WorkMeter
+from autodelta.plan.cost import CostModel, parse_budget, parse_budgets
+from autodelta.plan.schedule import CachedRange
+from autodelta.search.dp import plan_front
+from autodelta.search.run import run_search
+from autodelta.search.settings import SearchSettings
+from autodelta.search.spaces import load_space
+from autodelta.search.study import generations_by_phase
 
 W = CachedRange(0, 6)
 
@@ -137,7 +139,7 @@ def test_the_recorded_trajectory_is_the_delta_of_the_full_compute_run(profile, p
                                                   with_kwargs=True),
              blocks[22].register_forward_hook(lambda m, a, o: seen["out"].append(o))]
     try:
-        evaluator._generate([None] * profile.steps, count=False)
+        evaluator.generate([None] * profile.steps)
     finally:
         for h in hooks:
             h.remove()
@@ -186,7 +188,7 @@ def test_one_study_serves_every_budget_for_less_than_separate_searches(tmp_path)
     evaluator = SyntheticEvaluator(CostModel.seeded(28, seed=5), 20)
     outcome = run_search(evaluator, settings, progress=False)
     front = plan_front(SyntheticModel(evaluator), evaluator.cost, settings.space.range_set(28))
-    from autodelta.search import best_within_budget, records
+    from autodelta.search.records import best_within_budget, records
 
     for budget in budgets:
         best = best_within_budget(records(outcome.study, budget, "psnr"))
@@ -197,7 +199,7 @@ def test_one_study_serves_every_budget_for_less_than_separate_searches(tmp_path)
 
 def test_resume_and_a_second_run_spend_nothing_again_on_the_reference_or_the_model(profile, tmp_path):
     """dit-test, 2 items, 20 steps: probes run once per study and the reference once per cache."""
-    from autodelta.evaluation import EvaluatorFactory
+    from autodelta.evaluation.diffusion import EvaluatorFactory
 
     space = load_space("explicit", profile.steps, profile.num_blocks)
     factory = EvaluatorFactory("dit-test", calib=2, cache_dir=str(tmp_path / "cache"), record=space.range_set(28))
@@ -232,7 +234,7 @@ def _random_plans(count: int, steps: int, choices, cost, seed: int = 0):
     """Plans of the explicit space spread over 1.3x-3x: random Δ steps added until each budget is met."""
     import random
 
-    from autodelta.schedule import canonical
+    from autodelta.plan.schedule import canonical
 
     rng = random.Random(seed)
     plans = []
@@ -247,8 +249,8 @@ def _random_plans(count: int, steps: int, choices, cost, seed: int = 0):
 
 def test_the_error_model_ranks_real_plans_on_tiny_dit(capsys):
     """Probes on 4 items, then 15 plans over 1.3x-3x generated for real on 8: the model ranks them."""
-    from autodelta.models import load_profile
-    from autodelta.search import rank_correlation
+    from autodelta.models.loading import load_profile
+    from autodelta.search.records import rank_correlation
 
     profile = load_profile("tiny-dit")
     choices = load_space("explicit", profile.steps, profile.num_blocks).range_set(profile.num_blocks)

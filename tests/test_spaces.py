@@ -4,11 +4,11 @@ import time
 
 import pytest
 
-from autodelta.expressions import ExpressionError, evaluate_expression
-from autodelta.families import FAMILIES, SearchFamily
-from autodelta.families.free_steps import full_step_positions
-from autodelta.schedule import CachedRange
-from autodelta.spaces import SpaceError, load_space
+from autodelta.plan.schedule import CachedRange
+from autodelta.search.expressions import ExpressionError, evaluate_expression
+from autodelta.search.families import FAMILIES, SearchFamily
+from autodelta.search.families.free_steps import full_step_positions
+from autodelta.search.spaces import SpaceError, load_space
 
 
 def test_expressions_evaluate_as_written():
@@ -91,7 +91,7 @@ def test_bad_space_files_name_the_line(tmp_path):
 
 
 def test_anchored_with_one_head_step_and_no_tail_is_the_delta_dit_family():
-    from autodelta.schedule import DeltaDiTParams
+    from autodelta.plan.schedule import DeltaDiTParams
 
     anchored = load_space("anchored")
     values = {"N": 3, "head": 1, "tail": 0, "b": 9, "n_early": 20, "s_early": 8, "n_late": 20, "s_late": 0}

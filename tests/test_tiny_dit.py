@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from autodelta.calibration import CalibrationSet
-from autodelta.digits import DigitClassifier, accuracy, load_digits
-from autodelta.evaluation import DiffusionEvaluator
-from autodelta.models import load_profile
-from autodelta.schedule import CachedRange
+from autodelta.evaluation.calibration import CalibrationSet
+from autodelta.evaluation.diffusion import DiffusionEvaluator
+from autodelta.evaluation.digits import DigitClassifier, accuracy, load_digits
+from autodelta.models.loading import load_profile
+from autodelta.plan.schedule import CachedRange
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,1 @@
+"""Models: profiles (what a model is), finding and building them, their adapters, devices and profiler."""

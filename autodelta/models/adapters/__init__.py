@@ -1,0 +1,34 @@
+"""Model families: one adapter module each, listed once here.
+
+Adding a family (another diffusers DiT-style pipeline) is one new module with a
+:class:`~autodelta.models.adapters.base.ModelAdapter` subclass and one line in ``ADAPTERS``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from autodelta.errors import ModelError
+from autodelta.models.adapters.base import ModelAdapter
+from autodelta.models.adapters.dit import ClassConditionalDiT
+from autodelta.models.adapters.pixart import PixArt
+
+if TYPE_CHECKING:
+    from autodelta.models.profile import Profile
+
+ADAPTERS: tuple[type[ModelAdapter], ...] = (
+    ClassConditionalDiT,
+    PixArt,
+)
+
+
+def adapter_for(profile: Profile) -> ModelAdapter:
+    """The adapter of the family whose pipelines include ``profile.pipeline``."""
+    for cls in ADAPTERS:
+        if profile.pipeline in cls.pipelines:
+            return cls(profile)
+    known = ", ".join(p for cls in ADAPTERS for p in cls.pipelines)
+    raise ModelError(f"profile {profile.name}: pipeline {profile.pipeline!r} is not supported; use one of {known}")
+
+
+__all__ = ["ADAPTERS", "ModelAdapter", "adapter_for"]

@@ -1,0 +1,87 @@
+"""Step-addressable sampling loops, for evaluation with prefix reuse: the shared part.
+
+A pipeline's ``__call__`` runs all steps in one go; a search needs to stop after step k,
+save (latents, scheduler state, Δ-Cache, RNG), and resume other plans from there. Each
+model family's adapter (:mod:`autodelta.models.adapters`) holds a copy of its pipeline's loop,
+operation for operation, on top of :class:`StepSampler`, so an all-full plan gives
+bit-identical images (tested for every family).
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass
+class SamplerState:
+    """Everything a resumed run needs after step ``step`` (-1: before the first step)."""
+
+    step: int
+    latents: torch.Tensor
+    scheduler: Any
+    rng: Any
+    deltas: dict[Any, torch.Tensor]
+
+    def nbytes(self) -> int:
+        return self.latents.nbytes + sum(t.nbytes for t in self.deltas.values())
+
+
+def timesteps_for(t: Any, batch: int, device: Any) -> torch.Tensor:
+    """The pipelines' timestep broadcast: scalar or 0-d tensor → ``[batch]`` tensor."""
+    timesteps = t
+    if not torch.is_tensor(timesteps):
+        dtype = torch.float64 if isinstance(timesteps, float) else torch.int64
+        timesteps = torch.tensor([timesteps], dtype=dtype, device=device)
+    elif len(timesteps.shape) == 0:
+        timesteps = timesteps[None].to(device)
+    return timesteps.expand(batch)
+
+
+class StepSampler(ABC):
+    """Shared part of the loops: fixed items (condition, seed), one step at a time, state in and out."""
+
+    transformer: Any  # a diffusers transformer: its config and dtype are dynamic attributes
+
+    def __init__(self, pipe: Any, seeds: Sequence[int], steps: int, guidance_scale: float, size: int) -> None:
+        self.pipe, self.steps, self.guidance = pipe, steps, guidance_scale
+        self.transformer = pipe.transformer
+        self.channels = int(self.transformer.config.in_channels)
+        self.device, self.dtype = pipe._execution_device, self.transformer.dtype
+        self.seeds = [int(s) for s in seeds]
+        self.size = size
+
+    @property
+    def cfg(self) -> bool:
+        return self.guidance > 1
+
+    def _new_scheduler(self, **kwargs: Any) -> Any:
+        scheduler = copy.deepcopy(self.pipe.scheduler)
+        scheduler.set_timesteps(self.steps, **kwargs)
+        return scheduler
+
+    @staticmethod
+    def _next_step(state: SamplerState) -> tuple[int, Any, Any]:
+        """Index, a private copy of the scheduler (the input state stays reusable) and timestep of the next step."""
+        scheduler = copy.deepcopy(state.scheduler)
+        return state.step + 1, scheduler, scheduler.timesteps[state.step + 1]
+
+    def timestep_key(self, state: SamplerState, step: int) -> float:
+        return float(state.scheduler.timesteps[step])
+
+    @abstractmethod
+    def initial_state(self) -> SamplerState:
+        """State before step 0: initial noise, a fresh scheduler, the RNG state."""
+
+    @abstractmethod
+    def step(self, state: SamplerState) -> SamplerState:
+        """Run step ``state.step + 1``; the input state is not modified."""
+
+    @abstractmethod
+    def decode(self, state: SamplerState) -> torch.Tensor:
+        """Images ``[N, C, H, W]`` in [0, 1], as the pipeline decodes them."""

@@ -1,0 +1,1 @@
+"""The search: an Optuna study of quality against MACs, its spaces, families, samplers and storage."""

@@ -1,0 +1,88 @@
+"""What a search is asked to do: budget(s), space, sampler, trials, bounds; and the defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from autodelta.errors import AutodeltaError
+from autodelta.plan.cost import Budget
+from autodelta.search.spaces import SearchSpace
+
+
+@dataclass
+class SearchSettings:
+    budget: Budget
+    space: SearchSpace
+    metric: str = "psnr"
+    trials: int = 60
+    storage: str | None = None
+    study_name: str = "autodelta"
+    sampler: str = "auto"
+    seed: int = 0
+    resume_any: bool = False
+    model: str = "model"
+    seed_known: bool = True
+    screen_items: int | None = None  # the screening / probing subset (None: a quarter, at least 4)
+    extra_attrs: dict[str, Any] = field(default_factory=dict)
+    budgets: tuple[Budget, ...] = ()  # several budgets served by one study (``budget`` is then the loosest)
+    max_generations: int | None = None  # bound on the study's item-generations, every phase included
+
+    @property
+    def all_budgets(self) -> tuple[Budget, ...]:
+        return self.budgets or (self.budget,)
+
+
+SAMPLERS = ("auto", "model", "local", "tpe", "nsga2", "random")
+
+
+MODEL_TRIALS = 20
+"""Default trials of the model sampler for one budget; each further budget adds :data:`MODEL_TRIALS_PER_BUDGET`."""
+
+
+MODEL_TRIALS_PER_BUDGET = 10
+
+
+OTHER_TRIALS = 60
+"""Default trials of the other samplers (the pre-model default)."""
+
+
+
+
+def check_sampler(name: str, space: SearchSpace | None = None) -> None:
+    if name not in SAMPLERS:
+        raise AutodeltaError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
+    if space is not None and not space.family_impl.accepts(name):
+        raise AutodeltaError(f"sampler {name!r} searches per-step spaces (explicit), not {space.name} ({space.family}); "
+                             "use --sampler tpe there, or --space explicit")
+
+
+def default_trials(settings: SearchSettings) -> int:
+    """``--trials`` when not given: the model sampler needs far fewer (each trial is a full evaluation)."""
+    if sampler_name(settings) == "model":
+        return MODEL_TRIALS + MODEL_TRIALS_PER_BUDGET * (len(settings.all_budgets) - 1)
+    return OTHER_TRIALS
+
+
+def minimum_generations(settings: SearchSettings, items: int, steps: int) -> int:
+    """The least item-generations a fresh study needs: the reference, the model's probes, one trial."""
+    probes = (2 * steps - 3) * probe_items(items) if sampler_name(settings) == "model" else 0
+    return 2 * items + probes
+
+
+def sampler_name(settings: SearchSettings) -> str:
+    """``auto``: the model sampler on per-step spaces, TPE on parametric families."""
+    if settings.sampler == "auto":
+        return settings.space.family_impl.default_sampler()
+    return settings.sampler
+
+
+def screen_items(items: int, asked: int | None = None) -> int:
+    """How many items the cheap fidelity (the local sampler's screening) uses: a quarter, at least 4."""
+    return min(items, asked if asked is not None else max(4, items // 4))
+
+
+def probe_items(items: int) -> int:
+    """How many items the error model's probes use: half, at least 4. A gain is a ratio dominated by the
+    few most sensitive items, so a quarter misjudged tiny-dit's step 1 fourfold (measured)."""
+    return min(items, max(4, items // 2))

@@ -1,0 +1,1 @@
+"""Shipped search spaces (YAML), found with importlib.resources."""
