@@ -205,7 +205,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     configure_cli_logging()
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        code = app(args=args or ["--help"], standalone_mode=False)  # plain `autodelta` is its help, exit 0
+        code = app(args=args or ["--help"], prog_name="autodelta", standalone_mode=False)  # plain `autodelta` is its help, exit 0
         if isinstance(code, int) and code != 0:  # click returns (not raises) Exit codes, Ctrl-C's 130 among them
             if code == 130:
                 print("autodelta: interrupted", file=sys.stderr)

@@ -181,7 +181,7 @@ def test_evaluate_prints_the_table_and_writes_the_grid(capsys, tmp_path, paper_f
     assert "psnr" in out and "full compute" in out
     assert (tmp_path / "e" / "evaluate.png").exists()
     code, _, err = run_cli(capsys, "evaluate", str(paper_file), "--calib", "0")
-    assert_one_line_error(code, err, "calibration size 0")
+    assert_one_line_error(code, err, "'--calib'", "greater than or equal to 1", "`autodelta evaluate --help`")
     code, _, err = run_cli(capsys, "evaluate", str(paper_file), "--metrics", "psnr,nope")
     assert_one_line_error(code, err, "unknown metric 'nope'")
 
