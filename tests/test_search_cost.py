@@ -219,6 +219,25 @@ def test_resume_and_a_second_run_spend_nothing_again_on_the_reference_or_the_mod
     assert len(outcome.records) == 5
 
 
+def test_two_workers_lose_no_trial_and_share_one_reference_and_one_model(profile, tmp_path):
+    """``--jobs 2`` on dit-test: the worker opens the study after the model's probes ran, reads the
+    reference from the shared cache, and the two processes complete every asked trial between them."""
+    import optuna
+
+    from autodelta.evaluation.diffusion import EvaluatorFactory
+    from autodelta.search.workers import WorkerPool
+
+    space = load_space("explicit", profile.steps, profile.num_blocks)
+    factory = EvaluatorFactory("dit-test", calib=2, cache_dir=str(tmp_path / "cache"), record=space.range_set(28))
+    settings = SearchSettings(budget=parse_budget("1.6x"), space=space, trials=6,
+                              storage=f"sqlite:///{tmp_path / 's.db'}", model="dit-test")
+    outcome = run_search(factory(), settings, progress=False, workers=WorkerPool([factory], settings))
+    states = [t.state for t in outcome.study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) >= 6 and optuna.trial.TrialState.RUNNING not in states
+    ledger = generations_by_phase(outcome.study)
+    assert ledger["reference"] == 2 and ledger["model"] == len(probe_plans(20, W)) * 2  # once, not once per process
+
+
 def test_a_work_meter_refuses_work_past_its_bound_before_doing_it():
     meter = WorkMeter(limit=10)
     meter.charge(6)
