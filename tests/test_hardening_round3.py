@@ -10,13 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from autodelta.files import folder_lock
 from tests.conftest import make_schedule, paper_schedule
 from tests.test_cli import assert_one_line_error, run_cli
-from tests.test_real_path import tiny_scheduler, tiny_vae
+from tests.test_real_path import save_tiny_dit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,14 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A tiny DiT pipeline folder saved with save_pretrained, to break one config field at a time."""
-    from diffusers import DiTPipeline, DiTTransformer2DModel
-
-    torch.manual_seed(0)
-    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                                        num_layers=4, sample_size=8, patch_size=2, num_embeds_ada_norm=10).eval()
-    path = tmp_path_factory.mktemp("pipes") / "dit"
-    DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=tiny_scheduler()).save_pretrained(path)
-    return path
+    return save_tiny_dit(tmp_path_factory.mktemp("pipes") / "dit", num_layers=4, classes=10)
 
 
 def _broken(folder: Path, tmp_path: Path, file: str, key: str, value: str) -> Path:

@@ -33,17 +33,22 @@ def tiny_scheduler():
     return DPMSolverMultistepScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
 
 
-@pytest.fixture(scope="module")
-def dit_folder(tmp_path_factory):
-    """A tiny DiT-XL/2-shaped pipeline (28 blocks, latent space, random weights) saved with save_pretrained."""
+def save_tiny_dit(folder, num_layers: int, classes: int):
+    """A tiny DiT pipeline (latent space, random weights, seed 0) saved with save_pretrained into ``folder``."""
     from diffusers import DiTPipeline, DiTTransformer2DModel
 
     torch.manual_seed(0)
     transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                                        num_layers=28, sample_size=8, patch_size=2, num_embeds_ada_norm=1000).eval()
-    folder = tmp_path_factory.mktemp("pipes") / "my-dit"
+                                        num_layers=num_layers, sample_size=8, patch_size=2,
+                                        num_embeds_ada_norm=classes).eval()
     DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=tiny_scheduler()).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def dit_folder(tmp_path_factory):
+    """A tiny DiT-XL/2-shaped pipeline (28 blocks) saved with save_pretrained."""
+    return save_tiny_dit(tmp_path_factory.mktemp("pipes") / "my-dit", num_layers=28, classes=1000)
 
 
 @pytest.fixture(scope="module")
