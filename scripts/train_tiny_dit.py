@@ -111,15 +111,7 @@ def train(args: argparse.Namespace) -> None:
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise  # DDPMScheduler.add_noise, on the model's device
         pred = model(noisy, timestep=t, class_labels=labels).sample
         loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in opt.param_groups:
-            group["lr"] = args.lr * min(1.0, (it + 1) / args.warmup)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(args.ema, (1 + it) / (10 + it))
-            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+        optimizer_step(model, ema, opt, loss, it, args)
         losses.append(loss.detach())
         if it % 500 == 0:
             recent = float(torch.stack(losses[-50:]).mean())
@@ -147,6 +139,20 @@ def train(args: argparse.Namespace) -> None:
     atomic_write(profile_path, dump_yaml(doc))
     _write_cost(profile_path, repeats=1 if args.quick else 5)
     print(json.dumps(gate, indent=2))
+
+
+def optimizer_step(model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
+                   it: int, args: argparse.Namespace) -> None:
+    """One AdamW step with linear warm-up and gradient clipping, then the EMA update (both proxies' recipe)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for group in opt.param_groups:
+        group["lr"] = args.lr * min(1.0, (it + 1) / args.warmup)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        decay = min(args.ema, (1 + it) / (10 + it))
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
 
 
 def quality_gate(profile_path: Path, classifier: torch.nn.Module, splits, samples: int, device: torch.device) -> dict:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from autodelta.files import folder_lock
+from autodelta.models.loading import load_profile
 from tests.conftest import make_schedule, paper_schedule
 from tests.test_cli import assert_one_line_error, run_cli
 from tests.test_real_path import save_tiny_dit
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A tiny DiT pipeline folder saved with save_pretrained, to break one config field at a time."""
-    return save_tiny_dit(tmp_path_factory.mktemp("pipes") / "dit", num_layers=4, classes=10)
+    return save_tiny_dit(tmp_path_factory.mktemp("pipes") / "dit", num_layers=4, classes=1000)
 
 
 def _broken(folder: Path, tmp_path: Path, file: str, key: str, value: str) -> Path:
@@ -237,3 +238,12 @@ def test_11_a_profile_without_cost_gets_a_hint_that_works_as_printed(capsys, tmp
     assert code == 0, err
     code, _, err = run_cli(capsys, "rule", "--model", str(mine), "--out", str(tmp_path / "r.yaml"))
     assert code == 0, err
+
+
+def test_a_dit_folder_with_fewer_than_1000_classes_runs_unguided(tmp_path, caplog):
+    """DiTPipeline's null label is class 1000: a 10-class model cannot be guided by it (it used to be an IndexError)."""
+    profile = load_profile(save_tiny_dit(tmp_path / "ten", num_layers=2, classes=10))
+    assert profile.guidance_scale == 1.0 and "null label" in caplog.text
+    pipe = profile.load_pipeline()
+    images = profile.adapter.call(pipe, [0, 9], [0, 1], 2, profile.guidance_scale).images
+    assert images.shape[0] == 2

@@ -69,7 +69,7 @@ class ItemwiseRunner:
         self.resolution, self.conditioning, self.progress = resolution, conditioning, progress
         self.blocks = find_blocks(pipe.transformer, profile.blocks_attr)
         self.counts = [0] * len(self.blocks)
-        self.calls = 0
+        self.calls = self.rows = 0  # transformer calls, and batch rows over them (CFG batched: 2 per call)
         self._module_macs: list[dict[str, float]] | None = None
         self._module_counts: dict[Any, int] = {}
 
@@ -106,17 +106,19 @@ class ItemwiseRunner:
     def _counting(self) -> Iterator[None]:
         """Counters innermost on every block and its attention and feed-forward modules: registered before
         the method's own hooks."""
-        self.calls = 0
+        self.calls = self.rows = 0
         counted: list[tuple[torch.nn.Module, tuple[Any, ...]]] = [
             (block, ("block", index)) for index, block in enumerate(self.blocks)]
         counted += [(getattr(block, name), ("module", index, name))
                     for index, block in enumerate(self.blocks) for name in self.module_macs[index]]
         self._module_counts = {key: 0 for _, key in counted}
 
-        def count_call(*_: Any) -> None:
+        def count_call(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             self.calls += 1
+            hidden = kwargs.get("hidden_states", args[0] if args else None)
+            self.rows += int(hidden.shape[0]) if isinstance(hidden, torch.Tensor) else 1
 
-        handle = self.pipe.transformer.register_forward_pre_hook(count_call)
+        handle = self.pipe.transformer.register_forward_pre_hook(count_call, with_kwargs=True)
         for module, key in counted:
             HookRegistry.check_if_exists_or_initialize(module).register_hook(
                 _ComputeCounter(self._module_counts, key), _COUNTER)
@@ -174,14 +176,16 @@ class ItemwiseRunner:
 
     def _measured_macs(self) -> float:
         """Per-item MACs from what ran: pre/post on every call, each block's attention and feed-forward modules
-        as often as they computed, the rest of the block as often as the block did."""
+        as often as they computed, the rest of the block as often as the block did; each call weighs its batch
+        rows (items run one at a time: two rows with CFG batched, one per call with CFG as two calls, FLUX)."""
         counts = self._module_counts
         per_sample = self.calls * (self.cost.pre + self.cost.post)
         for index, block_macs in enumerate(self.cost.blocks):
             attention = self.module_macs[index]
             per_sample += counts[("block", index)] * (block_macs - sum(attention.values()))
             per_sample += sum(counts[("module", index, name)] * macs for name, macs in attention.items())
-        return self.cost.cfg_factor * per_sample / max(len(self.items), 1)
+        rows_per_call = self.rows / self.calls if self.calls else float(self.cost.cfg_factor)
+        return rows_per_call * per_sample / max(len(self.items), 1)
 
 
 def plan_installer(plan: Sequence[Any], profile: Profile, cost: CostModel) -> Installer:

@@ -31,4 +31,4 @@ class TaylorSeer(RuntimeMethod):
         # diffusers' default pattern ("…attn" matched whole) finds no module named attn1 in DiT or PixArt
         return diffusers_installer("apply_taylorseer_cache", lambda _pipe: TaylorSeerCacheConfig(
             cache_interval=interval, disable_cache_before_step=warmup, max_order=1, taylor_factors_dtype=torch.float32,
-            cache_identifiers=[r"^(transformer_blocks|blocks)\.\d+\.(attn\d*|ff)$"]))
+            cache_identifiers=[r"^(transformer_blocks|single_transformer_blocks|blocks)\.\d+\.(attn\d*|ff|ff_context)$"]))

@@ -23,14 +23,18 @@ def plan_matrix(plan: Sequence[Step], num_blocks: int) -> np.ndarray:
     return grid
 
 
-def plan_map_text(schedule: Schedule) -> str:
-    """The plan as text: one row per step, one column per block."""
+def plan_map_text(schedule: Schedule, boundaries: Sequence[int] = ()) -> str:
+    """The plan as text: one row per step, one column per block, ``|`` where a block segment begins
+    (FLUX's single-stream blocks)."""
     grid = plan_matrix(schedule.plan, schedule.num_blocks)
-    tens = "".join(str(k // 10) if k % 10 == 0 else " " for k in range(schedule.num_blocks))
+
+    def row(cells: Sequence[str]) -> str:
+        return "".join(("|" if k in boundaries else "") + c for k, c in enumerate(cells))
+
+    tens = row([str(k // 10) if k % 10 == 0 else " " for k in range(schedule.num_blocks)])
     lines = [f"step  {tens}  ({COMPUTED} computed, {CACHED} Δ-cached)"]
-    for i, (row, step) in enumerate(zip(grid, schedule.plan)):
-        cells = "".join(COMPUTED if c else CACHED for c in row)
-        lines.append(f"{i:>4}  {cells}  {'full' if step is None else step}")
+    for i, (cells, step) in enumerate(zip(grid, schedule.plan)):
+        lines.append(f"{i:>4}  {row([COMPUTED if c else CACHED for c in cells])}  {'full' if step is None else step}")
     return "\n".join(lines)
 
 

@@ -6,7 +6,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    pass
+    from autodelta.plan.schedule import Schedule
+
+
+def model_stack(schedule: Schedule) -> tuple[list[int], str] | None:
+    """Where the schedule's model begins a new block segment, and its segments, when the stack has several
+    and the model is known here (a profile, or the folder it was made from); ``None`` otherwise."""
+    from autodelta.errors import AutodeltaError
+    from autodelta.models.loading import load_profile
+
+    for origin in (schedule.model, schedule.source):
+        if not origin:
+            continue
+        try:
+            profile = load_profile(origin)
+        except AutodeltaError:
+            continue
+        stack, config = profile.stack, profile.transformer_config
+        if len(stack.segments) < 2 or stack.count(config) != schedule.num_blocks:
+            return None
+        return stack.boundaries(config), stack.describe(config)
+    return None
 
 
 def run_show(schedule_path: Path, png: Optional[Path]) -> None:
@@ -20,7 +40,10 @@ def run_show(schedule_path: Path, png: Optional[Path]) -> None:
         print("params: " + ", ".join(f"{k}={v}" for k, v in schedule.params.items()))
     if schedule.cost:
         print(f"cost: {schedule.cost.get('speedup')}x MACs speed-up")
-    print(plan_map_text(schedule))
+    stack = model_stack(schedule)
+    if stack is not None:
+        print(f"blocks: {stack[1]}")
+    print(plan_map_text(schedule, stack[0] if stack else ()))
     if png is not None:
         save_plan_png(schedule, png)
         print(f"wrote {png}")

@@ -9,6 +9,7 @@ from config); ``autodelta profile --model DIR --write my.yaml`` saves the whole 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 from autodelta.errors import AutodeltaError, ModelError
 from autodelta.files import read_bounded
 from autodelta.models.profile import Profile, parse_profile
+
+logger = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 4 * 2**20
 """Largest config file read from a pipeline folder (diffusers' are a few KB)."""
@@ -30,10 +33,17 @@ LIMITS: dict[str, tuple[int, int]] = {
 }
 """Sane ranges of the integer fields a pipeline folder's configs give (anything beyond is a broken file)."""
 
+NULL_CLASS = 1000
+"""DiTPipeline's unconditional label: a model with fewer classes cannot be guided by it."""
 CLASS_SPREAD = 10
 """Class-conditional models are calibrated on this many class labels spread over all classes."""
-PROMPT_TOKENS = {"PixArtAlphaPipeline": 120, "PixArtSigmaPipeline": 300}
+PROMPT_TOKENS = {"PixArtAlphaPipeline": 120, "PixArtSigmaPipeline": 300, "FluxPipeline": 512,
+                 "StableDiffusion3Pipeline": 333}
 """Stand-in prompt length per pipeline (its own ``max_sequence_length``) when no embeddings are given."""
+DEFAULT_SAMPLE_SIZE = {"FluxPipeline": 128}
+"""Latent side of a pipeline's default resolution where its transformer config does not say it (FLUX: 1024 px)."""
+TEXT_WIDTH_KEYS = ("caption_channels", "joint_attention_dim")
+"""Transformer config fields that mark a text-conditioned model (PixArt, FLUX)."""
 
 
 def is_pipeline_folder(path: str | os.PathLike[str]) -> bool:
@@ -157,16 +167,21 @@ def profile_from_folder(folder: str | os.PathLike[str], source: str | None = Non
         "vae": {"kind": "autoencoder_kl", "config": _config(vae)} if vae else {"kind": "identity"},
         "steps": steps,
         "guidance_scale": guidance,
-        "resolution": int(config.get("sample_size", 32)) * scale,
+        "resolution": int(config.get("sample_size") or DEFAULT_SAMPLE_SIZE.get(pipeline, 32)) * scale,
         "calibration": {"seeds": [0, 1], "heldout_seeds": [1000, 1001, 1002]},
     }
-    if "caption_channels" in config:  # text-conditioned: prompt-embedding indices
+    if any(key in config for key in TEXT_WIDTH_KEYS):  # text-conditioned: prompt-embedding indices
         doc["conditions"] = list(range(4))
         doc["prompt_embeddings"] = {"random": {"count": 4, "tokens": PROMPT_TOKENS.get(pipeline, 120), "seed": 0}}
     else:
         classes = int(config.get("num_embeds_ada_norm") or 1000)  # checked by check_numbers
         doc["conditions"] = sorted({round(i * classes / CLASS_SPREAD) for i in range(CLASS_SPREAD)})
+        if pipeline == "DiTPipeline" and guidance > 1 and classes < NULL_CLASS:
+            logger.warning("%s has %d classes but DiTPipeline guides with class %d as the null label: running it "
+                           "without guidance (guidance_scale 1)", source or root.name, classes, NULL_CLASS)
+            doc["guidance_scale"] = 1.0
     profile = parse_profile(doc, root / "model_index.json")
+    profile.adapter  # noqa: B018  (a pipeline no adapter runs is refused here, naming the ones that run)
     profile.source = source or str(root)
     profile.document["pretrained"] = profile.source  # a written profile names the folder as the user did
     return profile

@@ -36,6 +36,23 @@ class PixelDecoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
         return DecoderOutput(sample=z) if return_dict else (z,)
 
 
+class SpaceToDepthDecoder(ModelMixin, ConfigMixin):  # type: ignore[misc]
+    """Lossless "VAE" of tiny-flux: latents are pixels folded ``factor x factor`` into channels.
+
+    ``FluxPipeline`` reads its scale factor from ``block_out_channels`` (one level per halving)
+    and un-scales with ``scaling_factor`` and ``shift_factor``; this gives it all three.
+    """
+
+    @register_to_config
+    def __init__(self, factor: int = 2, block_out_channels: tuple[int, ...] = (1, 1), latent_channels: int = 4,
+                 scaling_factor: float = 1.0, shift_factor: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("_anchor", torch.zeros(1), persistent=False)
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True) -> DecoderOutput | tuple[torch.Tensor]:
+        pixels = torch.nn.functional.pixel_shuffle(z, int(self.config["factor"]))
+        return DecoderOutput(sample=pixels) if return_dict else (pixels,)
+
 
 def _diffusers_class(name: str, what: str) -> Any:
     """A diffusers class by name that really is a ``what`` (scheduler or pipeline)."""
@@ -120,7 +137,12 @@ def _build_vae(profile: Profile, seed: int) -> torch.nn.Module:
             torch.manual_seed(seed + 1)
             vae: torch.nn.Module = _built(diffusers.AutoencoderKL, profile.vae["config"], "vae", profile)
             return vae.eval()
-    raise ModelError(f"profile {profile.name}: vae.kind {kind!r} is unknown; use 'identity' or 'autoencoder_kl'")
+    if kind == "space_to_depth":
+        factor = profile.vae_scale_factor
+        return SpaceToDepthDecoder(factor=factor, block_out_channels=(1,) * (factor.bit_length()),
+                                   latent_channels=factor * factor)
+    raise ModelError(f"profile {profile.name}: vae.kind {kind!r} is unknown; use 'identity', 'space_to_depth' or "
+                     "'autoencoder_kl'")
 
 def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.dtype | None = None,
                   scheduler: str | None = None, seed: int = 0, device: str | torch.device | None = None) -> Any:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import torch
 
     from autodelta.models.adapters.base import ModelAdapter
+    from autodelta.models.blocks import BlockStack
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Profile:
     classifier: str | None = None
     description: str = ""
     vae: dict[str, Any] = field(default_factory=dict)
-    blocks_attr: str = "transformer_blocks"
+    blocks_attr: str | None = None  # the block list, for a transformer class autodelta does not know
     conditions: tuple[int, ...] = ()
     calibration: Calibration = field(default_factory=Calibration)
     prompt_spec: dict[str, Any] = field(default_factory=dict)
@@ -88,12 +89,20 @@ class Profile:
         return adapter_for(self)
 
     @property
+    def stack(self) -> BlockStack:
+        """The transformer's blocks as one stack (FLUX: double-stream, then single-stream blocks)."""
+        from autodelta.models.blocks import block_stack
+
+        return block_stack(self.transformer_class, self.blocks_attr)
+
+    @property
     def num_blocks(self) -> int:
-        return int(self.transformer_config["num_layers"])
+        return self.stack.count(self.transformer_config)
 
     @property
     def cfg_factor(self) -> int:
-        return 2 if self.guidance_scale > 1.0 else 1
+        """Transformer batch rows per item and step (2 with classifier-free guidance)."""
+        return self.adapter.cfg_factor
 
     @property
     def text_conditioned(self) -> bool:
@@ -102,8 +111,11 @@ class Profile:
 
     @property
     def vae_scale_factor(self) -> int:
-        if self.vae.get("kind", "identity") == "identity":
+        kind = self.vae.get("kind", "identity")
+        if kind == "identity":
             return 1
+        if kind == "space_to_depth":
+            return int(self.vae.get("factor", 2))
         return int(2 ** (len(self.vae["config"]["block_out_channels"]) - 1))
 
     def local_file(self, relative: str) -> Path:
@@ -210,7 +222,7 @@ def parse_profile(doc: Any, path: Path) -> Profile:
         classifier=f.get("classifier", str, optional=True),
         description=f.get("description", str, optional=True, default=""),
         vae=dict(f.get("vae", dict, optional=True, default={})),
-        blocks_attr=f.get("blocks_attr", str, optional=True, default="transformer_blocks"),
+        blocks_attr=f.get("blocks_attr", str, optional=True),
         conditions=f.ints("conditions", optional=True),
         calibration=Calibration(
             seeds=calibration.ints("seeds", optional=True) or default.seeds,

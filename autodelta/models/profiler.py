@@ -26,7 +26,7 @@ from fvcore.nn.jit_handles import get_shape
 from tqdm.auto import tqdm
 
 from autodelta.logs import quieted
-from autodelta.models.blocks import find_blocks
+from autodelta.models.blocks import BlocksSpec, block_stack, find_blocks
 from autodelta.models.devices import dtype_name, synchronize
 
 
@@ -49,8 +49,8 @@ class KeywordCall(torch.nn.Module):
     def forward(self, *tensors: torch.Tensor) -> Any:
         args, named = tensors[: self.positional], tensors[self.positional :]
         out = self.module(*args, **dict(zip(self.names, named)), **self.fixed)
-        if isinstance(out, tuple):
-            return out[0]
+        if isinstance(out, tuple):  # every stream: tracing drops what no output depends on (FLUX's image stream)
+            return tuple(o for o in out if isinstance(o, torch.Tensor))
         return getattr(out, "sample", out)
 
 
@@ -140,7 +140,7 @@ def _device_name(device: str) -> str:
     return f"{platform.machine()} {platform.processor() or ''}".strip()
 
 
-def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: str = "transformer_blocks",
+def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: BlocksSpec = None,
                  progress: bool = False) -> CostProfile:
     """Per-sample MACs: the whole call, each block on its real inputs, the rest split pre/post."""
     blocks = find_blocks(transformer, blocks_attr)
@@ -153,12 +153,13 @@ def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_at
         )
         for block in blocks
     ]
+    segments = block_stack(type(transformer).__name__, blocks_attr).segments
     for name, child in transformer.named_children():
-        if name != blocks_attr:
+        if name not in segments:
             handles.append(child.register_forward_pre_hook(
                 lambda mod, args, kwargs, name=name: order.append((name, mod, args, kwargs)), with_kwargs=True))
     handles.append(blocks[0].register_forward_pre_hook(
-        lambda mod, args: order.append((blocks_attr, mod, (), {}))))
+        lambda mod, args: order.append((segments[0], mod, (), {}))))
     _call_with_hooks(transformer, inputs, handles)
     with torch.no_grad(), quieted("fvcore", level=logging.ERROR):
         whole = count_macs(transformer, {**inputs, "return_dict": False})
@@ -167,7 +168,7 @@ def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_at
         for block, kwargs in tqdm(list(zip(blocks, captured)), desc="MACs per block", disable=None if progress else True):
             block_macs.append(count_macs(block, kwargs).total() / batch)
         names = [entry[0] for entry in order]
-        first_block = names.index(blocks_attr)
+        first_block = names.index(segments[0])
         pre = 0.0
         for _, module, args, kwargs in order[:first_block]:  # modules that run before the first block
             named = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
@@ -177,7 +178,7 @@ def profile_macs(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_at
     return CostProfile(blocks_macs=block_macs, pre_macs=pre_macs, post_macs=post_macs)
 
 
-def profile_latency(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: str = "transformer_blocks",
+def profile_latency(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: BlocksSpec = None,
                     warmup: int = 1, repeats: int = 3, progress: bool = False) -> tuple[list[float], float]:
     """Median wall time per block and per whole call, in ms, after ``warmup`` calls."""
     blocks = find_blocks(transformer, blocks_attr)
@@ -227,7 +228,7 @@ def profile_latency(transformer: torch.nn.Module, inputs: dict[str, Any], blocks
     return [statistics.median(s) for s in samples], statistics.median(calls)
 
 
-def profile(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: str = "transformer_blocks",
+def profile(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: BlocksSpec = None,
             latency: bool = True, warmup: int = 1, repeats: int = 3, progress: bool = False,
             resolution: int | None = None) -> CostProfile:
     """MACs (always) and latency (unless ``latency=False``) of ``transformer`` on ``inputs``."""
@@ -246,14 +247,14 @@ def profile(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: s
 
 
 def module_macs(transformer: torch.nn.Module, inputs: dict[str, Any],
-                blocks_attr: str = "transformer_blocks") -> list[dict[str, float]]:
+                blocks_attr: BlocksSpec = None) -> list[dict[str, float]]:
     """Per block, per-sample MACs of each attention and feed-forward module directly inside it
-    (``attn1``, ``attn2``, ``ff``).
+    (``attn1``, ``attn2``, ``ff``; FLUX: ``attn``, ``ff``, ``ff_context``).
 
     Pyramid Attention Broadcast and TaylorSeer skip these modules, not blocks; the harness
     counts their calls, and these costs turn the counts into MACs (docs/design.md §2).
     """
-    from diffusers.models.attention import FeedForward
+    from diffusers.models.attention import AttentionModuleMixin, FeedForward
     from diffusers.models.attention_processor import Attention
 
     blocks = find_blocks(transformer, blocks_attr)
@@ -265,7 +266,8 @@ def module_macs(transformer: torch.nn.Module, inputs: dict[str, Any],
     out: list[dict[str, float]] = []
     with torch.no_grad(), quieted("fvcore", level=logging.ERROR):
         for block, kwargs in zip(blocks, captured):
-            names = [name for name, child in block.named_children() if isinstance(child, (Attention, FeedForward))]
+            names = [name for name, child in block.named_children()
+                 if isinstance(child, (Attention, AttentionModuleMixin, FeedForward))]
             by_module = count_macs(block, kwargs).by_module() if names else {}
             # fvcore names the traced wrapper's children "module.<name>"
             out.append({name: float(by_module.get(f"module.{name}", by_module.get(name, 0))) / batch for name in names})

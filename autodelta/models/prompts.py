@@ -1,4 +1,4 @@
-"""Prompt embeddings: the calibration conditions of text-conditioned models (PixArt-α).
+"""Prompt embeddings: the calibration conditions of text-conditioned models (PixArt, FLUX).
 
 PixArt's T5-XXL encoder is 4.7 B parameters and cannot be downloaded here, and the
 search never needs the text itself: it needs fixed conditions. So conditions are
@@ -33,6 +33,8 @@ class PromptEmbeddings:
     negative: torch.Tensor  # [1, L, D]
     negative_mask: torch.Tensor  # [1, L]
     source: str
+    pooled: torch.Tensor | None = None  # [N, P]: FLUX's pooled CLIP embedding (None for PixArt)
+    negative_pooled: torch.Tensor | None = None  # [1, P]
 
     def __len__(self) -> int:
         return int(self.embeds.shape[0])
@@ -53,27 +55,54 @@ class PromptEmbeddings:
             "negative_prompt_attention_mask": self.negative_mask.expand(count, -1).to(device),
         }
 
+    def pooled_kwargs(self, indices: Sequence[int], dtype: torch.dtype = torch.float32, device: Any = "cpu",
+                      negative: bool = True) -> dict[str, torch.Tensor]:
+        """Keyword arguments of ``FluxPipeline.__call__``: sequence and pooled embeddings (and the negative
+        prompt's, shaped like the prompts', for true CFG)."""
+        if self.pooled is None or self.negative_pooled is None:
+            raise ModelError(f"prompt embeddings from {self.source} have no pooled embeddings; FLUX needs "
+                             "'pooled_prompt_embeds' [N, P] in the file")
+        index = torch.tensor([int(i) % len(self) for i in indices], dtype=torch.long)
+        count = len(index)
+        out = {"prompt_embeds": self.embeds[index].to(device=device, dtype=dtype),
+               "pooled_prompt_embeds": self.pooled[index].to(device=device, dtype=dtype)}
+        if negative:
+            out["negative_prompt_embeds"] = self.negative.expand(count, -1, -1).to(device=device, dtype=dtype)
+            out["negative_pooled_prompt_embeds"] = self.negative_pooled.expand(count, -1).to(device=device,
+                                                                                          dtype=dtype)
+        return out
+
     def identity(self) -> str:
         """Content hash of the embeddings: reference caches made with other embeddings never match."""
         import hashlib
 
         digest = hashlib.sha256()
-        for tensor in (self.embeds, self.mask, self.negative, self.negative_mask):
-            digest.update(tensor.contiguous().numpy().tobytes())
+        for tensor in (self.embeds, self.mask, self.negative, self.negative_mask, self.pooled, self.negative_pooled):
+            if tensor is not None:
+                digest.update(tensor.contiguous().numpy().tobytes())
         return f"sha256:{digest.hexdigest()[:16]}"
 
-    def checked(self, width: int, profile: str) -> PromptEmbeddings:
-        """Itself, if its width matches the transformer's caption channels; a one-line error otherwise."""
+    def checked(self, width: int, profile: str, pooled_width: int | None = None,
+                width_name: str = "caption_channels") -> PromptEmbeddings:
+        """Itself, if its widths match the transformer's (caption channels, pooled projection); one line otherwise."""
         if self.width != width or self.negative.shape[-1] != width:
             raise ModelError(
                 f"prompt embeddings from {self.source} have width {self.width} but {profile} expects "
-                f"{width} (caption_channels of its transformer); encode the prompts with that model's text encoder"
+                f"{width} ({width_name} of its transformer); encode the prompts with that model's text encoder"
             )
+        if pooled_width is not None:
+            got = None if self.pooled is None else int(self.pooled.shape[-1])
+            if got != pooled_width or self.negative_pooled is None or self.negative_pooled.shape[-1] != pooled_width:
+                raise ModelError(f"prompt embeddings from {self.source} have pooled width {got} but {profile} expects "
+                                 f"{pooled_width} (pooled_projection_dim); save 'pooled_prompt_embeds' [N, "
+                                 f"{pooled_width}] with them")
         return self
 
 
-def random_prompt_embeddings(count: int, tokens: int, width: int, seed: int = 0) -> PromptEmbeddings:
-    """Seeded stand-ins for T5 embeddings: Gaussian tokens, each prompt a different valid length."""
+def random_prompt_embeddings(count: int, tokens: int, width: int, seed: int = 0,
+                             pooled_width: int | None = None) -> PromptEmbeddings:
+    """Seeded stand-ins for T5 embeddings: Gaussian tokens, each prompt a different valid length (and, for
+    FLUX, Gaussian pooled vectors)."""
     gen = torch.Generator().manual_seed(seed)
     embeds = torch.randn(count, tokens, width, generator=gen) * _RANDOM_SCALE
     mask = torch.zeros(count, tokens, dtype=torch.long)
@@ -82,8 +111,13 @@ def random_prompt_embeddings(count: int, tokens: int, width: int, seed: int = 0)
     negative = torch.randn(1, tokens, width, generator=gen) * _RANDOM_SCALE
     negative_mask = torch.zeros(1, tokens, dtype=torch.long)
     negative_mask[0, :1] = 1  # T5 encodes "" as one end-of-sequence token
+    pooled = negative_pooled = None
+    if pooled_width is not None:
+        pooled = torch.randn(count, pooled_width, generator=gen) * _RANDOM_SCALE
+        negative_pooled = torch.randn(1, pooled_width, generator=gen) * _RANDOM_SCALE
     return PromptEmbeddings(embeds, mask, negative, negative_mask,
-                            source=f"random embeddings (seed {seed}, {count} x {tokens} x {width})")
+                            source=f"random embeddings (seed {seed}, {count} x {tokens} x {width})",
+                            pooled=pooled, negative_pooled=negative_pooled)
 
 
 def load_prompt_embeddings(path: str | os.PathLike[str]) -> PromptEmbeddings:
@@ -113,7 +147,15 @@ def load_prompt_embeddings(path: str | os.PathLike[str]) -> PromptEmbeddings:
     else:
         negative = negative.float()[:1]
         negative_mask = doc.get("negative_prompt_attention_mask", torch.ones(1, tokens, dtype=torch.long))[:1]
-    return PromptEmbeddings(embeds, mask.long(), negative, negative_mask.long(), source=str(path))
+    pooled = doc.get("pooled_prompt_embeds")
+    negative_pooled = doc.get("negative_pooled_prompt_embeds")
+    if pooled is not None:
+        if pooled.ndim != 2 or pooled.shape[0] != count:
+            raise ModelError(f"'pooled_prompt_embeds' in {path} has shape {tuple(pooled.shape)}; expected [{count}, P]")
+        pooled = pooled.float()
+        negative_pooled = torch.zeros(1, pooled.shape[1]) if negative_pooled is None else negative_pooled.float()[:1]
+    return PromptEmbeddings(embeds, mask.long(), negative, negative_mask.long(), source=str(path), pooled=pooled,
+                            negative_pooled=negative_pooled)
 
 
 def save_prompt_embeddings(path: str | os.PathLike[str], pipe: Any, prompts: Sequence[str],
@@ -132,12 +174,13 @@ def save_prompt_embeddings(path: str | os.PathLike[str], pipe: Any, prompts: Seq
 
 
 def profile_prompt_embeddings(spec: dict[str, Any], width: int, profile: str,
-                              override: str | os.PathLike[str] | None = None) -> PromptEmbeddings:
+                              override: str | os.PathLike[str] | None = None,
+                              pooled_width: int | None = None, width_name: str = "caption_channels") -> PromptEmbeddings:
     """A profile's ``prompt_embeddings`` section (``file: …`` or ``random: {count, tokens, seed}``), checked."""
     if override is not None:
-        return load_prompt_embeddings(override).checked(width, profile)
+        return load_prompt_embeddings(override).checked(width, profile, pooled_width, width_name)
     if spec.get("file"):
-        return load_prompt_embeddings(spec["file"]).checked(width, profile)
+        return load_prompt_embeddings(spec["file"]).checked(width, profile, pooled_width, width_name)
     random_spec = spec.get("random") or {}
     return random_prompt_embeddings(int(random_spec.get("count", 4)), int(random_spec.get("tokens", 120)), width,
-                                    int(random_spec.get("seed", 0)))
+                                    int(random_spec.get("seed", 0)), pooled_width)

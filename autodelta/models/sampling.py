@@ -26,10 +26,10 @@ class SamplerState:
     latents: torch.Tensor
     scheduler: Any
     rng: Any
-    deltas: dict[Any, torch.Tensor]
+    deltas: dict[Any, tuple[torch.Tensor | None, ...]]  # the runtime's Δ-Cache: Δ per stream
 
     def nbytes(self) -> int:
-        return self.latents.nbytes + sum(t.nbytes for t in self.deltas.values())
+        return self.latents.nbytes + sum(t.nbytes for d in self.deltas.values() for t in d if t is not None)
 
 
 def timesteps_for(t: Any, batch: int, device: Any) -> torch.Tensor:

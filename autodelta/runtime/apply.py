@@ -30,7 +30,7 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from autodelta.errors import ScheduleError
-from autodelta.models.blocks import find_blocks
+from autodelta.models.blocks import BlocksSpec, block_stack
 from autodelta.plan.cost import CostModel
 from autodelta.plan.schedule import Schedule, load_schedule
 from autodelta.runtime.hooks import BLOCK_HOOK, STEP_HOOK, DeltaBlockHook, StepTrackerHook
@@ -109,7 +109,7 @@ def apply(
     pipe_or_transformer: Any,
     schedule: Schedule | str | os.PathLike[str],
     cost: CostModel | None = None,
-    blocks_attr: str = "transformer_blocks",
+    blocks_attr: BlocksSpec = None,
     compile: bool = False,
     observer: DeltaObserver | None = None,
 ) -> DeltaCacheHandle:
@@ -125,6 +125,9 @@ def apply(
     does not depend on the step (no recompilation per step; identical blocks share it).
     ``remove()`` restores the blocks' eager forwards.
 
+    ``blocks_attr`` names the block list(s) when the transformer's class is not one autodelta knows
+    (:data:`~autodelta.models.blocks.LAYOUTS`); FLUX's two lists are one stack, indexed across them.
+
     ``observer`` (see :class:`DeltaObserver`) is handed the Δ of its spans on every full step,
     whether or not the plan replays them: that is how a full-compute run records its trajectory.
     """
@@ -139,7 +142,8 @@ def apply(
             f"autodelta.apply needs a diffusers pipeline with a .transformer or a transformer module, "
             f"got {type(pipe_or_transformer).__name__}"
         )
-    blocks = find_blocks(transformer, blocks_attr)
+    stack = block_stack(type(transformer).__name__, blocks_attr)
+    blocks = stack.blocks(transformer)
     if len(blocks) != schedule.num_blocks:
         raise ScheduleError(
             f"the model has N_b={len(blocks)} blocks but the schedule was made for N_b={schedule.num_blocks} "
@@ -156,7 +160,8 @@ def apply(
         block.forward = torch.compile(block.forward)
     registry.register_hook(StepTrackerHook(state), STEP_HOOK)
     for index, block in enumerate(blocks):
-        HookRegistry.check_if_exists_or_initialize(block).register_hook(DeltaBlockHook(state, index), BLOCK_HOOK)
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(DeltaBlockHook(state, index, stack.streams),
+                                                                          BLOCK_HOOK)
     _invalidate(registry)
     return DeltaCacheHandle(transformer, list(blocks), state, pipeline, compiled)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -13,20 +13,11 @@ from autodelta.errors import ScheduleError
 from autodelta.plan.cost import CostModel
 from autodelta.plan.schedule import CachedRange, Schedule, Step, cache_needs, forecast_weight
 
-# Per-step, per-block actions of the precomputed plan table.
-RUN, SKIP, REPLAY = 0, 1, 2
-
-
-# Per-step, per-block actions of the precomputed plan table.
-RUN, SKIP, REPLAY = 0, 1, 2
-
+if TYPE_CHECKING:
+    from autodelta.models.blocks import StreamTuple
 
 # Per-step, per-block actions of the precomputed plan table.
 RUN, SKIP, REPLAY = 0, 1, 2
-
-
-# Δ-Cache slots: the last full step's Δ, and the one before it (kept for forecasts).
-LATEST, PREVIOUS = 0, 1
 
 
 # Δ-Cache slots: the last full step's Δ, and the one before it (kept for forecasts).
@@ -141,10 +132,10 @@ class DeltaCacheState:
         self.call_in_step = 0
         self.last_timestep: float | None = None
         self.timesteps_ref: Any = None
-        self.deltas: dict[tuple[int, int, CachedRange], torch.Tensor] = {}  # (slot, call in step, span)
-        self.inputs: dict[tuple[int, CachedRange], torch.Tensor] = {}
+        self.deltas: dict[tuple[int, int, CachedRange], StreamTuple] = {}  # (slot, call in step, span): Δ per stream
+        self.inputs: dict[tuple[int, CachedRange], StreamTuple] = {}
 
-    def resume(self, step: int, timestep: float, deltas: dict[Any, torch.Tensor]) -> None:
+    def resume(self, step: int, timestep: float, deltas: dict[Any, StreamTuple]) -> None:
         """Continue a generation after ``step`` (run with ``timestep``) from a saved Δ-Cache.
 
         The evaluator's prefix reuse restores saved sampler states through this, so the

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 from autodelta.errors import ModelError
 from autodelta.models.adapters.base import ModelAdapter
 from autodelta.models.adapters.dit import ClassConditionalDiT
+from autodelta.models.adapters.flux import Flux
 from autodelta.models.adapters.pixart import PixArt
+from autodelta.models.adapters.sd3 import StableDiffusion3
 
 if TYPE_CHECKING:
     from autodelta.models.profile import Profile
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 ADAPTERS: tuple[type[ModelAdapter], ...] = (
     ClassConditionalDiT,
     PixArt,
+    Flux,
+    StableDiffusion3,
 )
 
 

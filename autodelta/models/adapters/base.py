@@ -19,6 +19,7 @@ from autodelta.errors import ModelError
 
 if TYPE_CHECKING:
     from autodelta.models.profile import Profile
+    from autodelta.models.prompts import PromptEmbeddings
     from autodelta.models.sampling import StepSampler
 
 
@@ -34,6 +35,11 @@ class ModelAdapter(ABC):
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
+
+    @property
+    def cfg_factor(self) -> int:
+        """Transformer batch rows per item and step: 2 with classifier-free guidance (batched or as two calls)."""
+        return 2 if self.profile.guidance_scale > 1.0 else 1
 
     def pipeline_components(self) -> dict[str, Any]:
         """Extra components to build the pipeline with offline (e.g. no text encoder)."""
@@ -86,3 +92,32 @@ class ModelAdapter(ABC):
     def sampler(self, pipe: Any, conditions: Sequence[int], seeds: Sequence[int], resolution: int | None = None,
                 conditioning: Any = None) -> StepSampler:
         """The pipeline's loop over these items, made step-addressable (see :mod:`autodelta.models.sampling`)."""
+
+
+class PromptConditioned(ModelAdapter):
+    """Families whose conditions are prompt embeddings: items name rows of an embeddings file (written
+    where the text encoders exist) or of seeded stand-ins (:mod:`autodelta.models.prompts`)."""
+
+    text_conditioned = True
+    width_key: ClassVar[str] = "caption_channels"
+    """The transformer config field that gives the prompt embeddings' width."""
+    pooled_key: ClassVar[str | None] = None
+    """The config field of the pooled embedding's width (FLUX), if the family takes one."""
+
+    def conditioning(self, override: str | os.PathLike[str] | None = None) -> PromptEmbeddings:
+        from autodelta.models.prompts import profile_prompt_embeddings
+
+        profile = self.profile
+        spec = dict(profile.prompt_spec)
+        if spec.get("file"):
+            spec["file"] = str(profile.local_file(spec["file"]))
+        config = profile.transformer_config
+        pooled = int(config[self.pooled_key]) if self.pooled_key else None
+        return profile_prompt_embeddings(spec, int(config[self.width_key]), profile.name, override, pooled,
+                                         self.width_key)
+
+    def num_conditions(self, conditioning: Any) -> int:
+        return len(conditioning if conditioning is not None else self.conditioning())
+
+    def conditioning_id(self, conditioning: Any) -> str | None:
+        return conditioning.identity() if conditioning is not None else None

@@ -10,24 +10,21 @@ runs without its text encoder, at any resolution the VAE and patch size allow.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from autodelta.errors import ModelError
-from autodelta.models.adapters.base import ModelAdapter
-from autodelta.models.prompts import PromptEmbeddings, profile_prompt_embeddings
+from autodelta.models.adapters.base import PromptConditioned
 from autodelta.models.sampling import SamplerState, StepSampler, timesteps_for
 
 
-class PixArt(ModelAdapter):
+class PixArt(PromptConditioned):
     """PixArt pipelines with prompt embeddings, CFG batched in one call (or none, for LCM)."""
 
     name = "PixArt"
     pipelines = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
-    text_conditioned = True
 
     def pipeline_components(self) -> dict[str, Any]:
         return {"tokenizer": None, "text_encoder": None}
@@ -37,20 +34,6 @@ class PixArt(ModelAdapter):
             return self.profile.resolution
         self.profile.latent_size(resolution)
         return int(resolution)
-
-    def conditioning(self, override: str | os.PathLike[str] | None = None) -> PromptEmbeddings:
-        profile = self.profile
-        spec = dict(profile.prompt_spec)
-        if spec.get("file"):
-            spec["file"] = str(profile.local_file(spec["file"]))
-        return profile_prompt_embeddings(spec, int(profile.transformer_config["caption_channels"]), profile.name,
-                                         override)
-
-    def num_conditions(self, conditioning: Any) -> int:
-        return len(conditioning if conditioning is not None else self.conditioning())
-
-    def conditioning_id(self, conditioning: Any) -> str | None:
-        return conditioning.identity() if conditioning is not None else None
 
     def micro_conditions(self, resolution: int, batch: int, dtype: torch.dtype,
                          device: Any = "cpu") -> dict[str, torch.Tensor | None]:
