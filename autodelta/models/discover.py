@@ -38,9 +38,9 @@ NULL_CLASS = 1000
 CLASS_SPREAD = 10
 """Class-conditional models are calibrated on this many class labels spread over all classes."""
 PROMPT_TOKENS = {"PixArtAlphaPipeline": 120, "PixArtSigmaPipeline": 300, "FluxPipeline": 512,
-                 "StableDiffusion3Pipeline": 333}
+                 "StableDiffusion3Pipeline": 333, "QwenImagePipeline": 512}
 """Stand-in prompt length per pipeline (its own ``max_sequence_length``) when no embeddings are given."""
-DEFAULT_SAMPLE_SIZE = {"FluxPipeline": 128}
+DEFAULT_SAMPLE_SIZE = {"FluxPipeline": 128, "QwenImagePipeline": 128}
 """Latent side of a pipeline's default resolution where its transformer config does not say it (FLUX: 1024 px)."""
 TEXT_WIDTH_KEYS = ("caption_channels", "joint_attention_dim")
 """Transformer config fields that mark a text-conditioned model (PixArt, FLUX)."""
@@ -81,8 +81,10 @@ def _config(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
-def _pipeline_defaults(pipeline: str) -> tuple[int, float]:
-    """The pipeline's own default ``num_inference_steps`` and ``guidance_scale``."""
+def _pipeline_defaults(pipeline: str, guidance_embeds: bool = False) -> tuple[int, float]:
+    """The pipeline's own default ``num_inference_steps`` and guidance: its ``true_cfg_scale`` where it has one
+    and the transformer takes no guidance input (FLUX without ``guidance_embeds``, Qwen-Image), else its
+    ``guidance_scale`` (``None`` there: no guidance)."""
     import inspect
 
     import diffusers
@@ -92,8 +94,9 @@ def _pipeline_defaults(pipeline: str) -> tuple[int, float]:
         raise ModelError(f"pipeline class {pipeline!r} is not in diffusers {diffusers.__version__}")
     params = inspect.signature(cls.__call__).parameters
     steps = params["num_inference_steps"].default if "num_inference_steps" in params else 20
-    guidance = params["guidance_scale"].default if "guidance_scale" in params else 1.0
-    return int(steps), float(guidance)
+    key = "true_cfg_scale" if "true_cfg_scale" in params and not guidance_embeds else "guidance_scale"
+    guidance = params[key].default if key in params else 1.0
+    return int(steps), float(1.0 if guidance is None else guidance)
 
 
 def check_numbers(doc: dict[str, Any], path: Path, finite: bool = True) -> None:
@@ -155,8 +158,12 @@ def profile_from_folder(folder: str | os.PathLike[str], source: str | None = Non
         if part and (not isinstance(name, str) or not name.isidentifier()):
             raise ModelError(f"{path}: _class_name is {name!r}; it must name a diffusers class")
     config = _config(transformer)
-    steps, guidance = _pipeline_defaults(pipeline)
-    scale = 2 ** (len(_block_list(vae, root / "vae" / "config.json")) - 1) if vae else 1
+    steps, guidance = _pipeline_defaults(pipeline, bool(config.get("guidance_embeds")))
+    qwen_vae = vae.get("_class_name") == "AutoencoderKLQwenImage"
+    if qwen_vae:  # a video VAE: one halving per entry of temperal_downsample
+        scale = 2 ** len(vae.get("temperal_downsample") or [])
+    else:
+        scale = 2 ** (len(_block_list(vae, root / "vae" / "config.json")) - 1) if vae else 1
     doc: dict[str, Any] = {
         "name": root.name,
         "description": f"discovered from the diffusers pipeline folder {source or root.name}",
@@ -164,7 +171,8 @@ def profile_from_folder(folder: str | os.PathLike[str], source: str | None = Non
         "pipeline": pipeline,
         "transformer": {"class": transformer.get("_class_name"), "config": config},
         "scheduler": {"class": scheduler.get("_class_name"), "config": _config(scheduler)},
-        "vae": {"kind": "autoencoder_kl", "config": _config(vae)} if vae else {"kind": "identity"},
+        "vae": {"kind": "autoencoder_kl_qwenimage" if qwen_vae else "autoencoder_kl", "config": _config(vae)}
+        if vae else {"kind": "identity"},
         "steps": steps,
         "guidance_scale": guidance,
         "resolution": int(config.get("sample_size") or DEFAULT_SAMPLE_SIZE.get(pipeline, 32)) * scale,

@@ -137,12 +137,17 @@ def _build_vae(profile: Profile, seed: int) -> torch.nn.Module:
             torch.manual_seed(seed + 1)
             vae: torch.nn.Module = _built(diffusers.AutoencoderKL, profile.vae["config"], "vae", profile)
             return vae.eval()
+    if kind == "autoencoder_kl_qwenimage":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            qwen: torch.nn.Module = _built(diffusers.AutoencoderKLQwenImage, profile.vae["config"], "vae", profile)
+            return qwen.eval()
     if kind == "space_to_depth":
         factor = profile.vae_scale_factor
         return SpaceToDepthDecoder(factor=factor, block_out_channels=(1,) * (factor.bit_length()),
                                    latent_channels=factor * factor)
-    raise ModelError(f"profile {profile.name}: vae.kind {kind!r} is unknown; use 'identity', 'space_to_depth' or "
-                     "'autoencoder_kl'")
+    raise ModelError(f"profile {profile.name}: vae.kind {kind!r} is unknown; use 'identity', 'space_to_depth', "
+                     "'autoencoder_kl' or 'autoencoder_kl_qwenimage'")
 
 def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.dtype | None = None,
                   scheduler: str | None = None, seed: int = 0, device: str | torch.device | None = None) -> Any:

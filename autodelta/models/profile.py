@@ -116,6 +116,8 @@ class Profile:
             return 1
         if kind == "space_to_depth":
             return int(self.vae.get("factor", 2))
+        if kind == "autoencoder_kl_qwenimage":
+            return int(2 ** len(self.vae["config"].get("temperal_downsample") or []))
         return int(2 ** (len(self.vae["config"]["block_out_channels"]) - 1))
 
     def local_file(self, relative: str) -> Path:

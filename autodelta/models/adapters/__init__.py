@@ -13,6 +13,7 @@ from autodelta.models.adapters.base import ModelAdapter
 from autodelta.models.adapters.dit import ClassConditionalDiT
 from autodelta.models.adapters.flux import Flux
 from autodelta.models.adapters.pixart import PixArt
+from autodelta.models.adapters.qwenimage import QwenImage
 from autodelta.models.adapters.sd3 import StableDiffusion3
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
     PixArt,
     Flux,
     StableDiffusion3,
+    QwenImage,
 )
 
 
