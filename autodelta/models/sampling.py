@@ -85,3 +85,32 @@ class StepSampler(ABC):
     @abstractmethod
     def decode(self, state: SamplerState) -> torch.Tensor:
         """Images ``[N, C, H, W]`` in [0, 1], as the pipeline decodes them."""
+
+
+class PackedFlowSampler(StepSampler):
+    """Shared part of the FLUX-style loops (FLUX, Qwen-Image): the transformer gets ``t / 1000``, and the
+    scheduler takes the pipelines' linear sigmas shifted by ``mu`` for the image's token count."""
+
+    flow_sigmas: bool = True
+    """Whether the pipeline leaves the sigmas to a scheduler with ``use_flow_sigmas`` (FLUX does, Qwen-Image not)."""
+
+    def _timestep(self, t: torch.Tensor, batch: int) -> torch.Tensor:
+        return t.expand(batch).to(self.dtype) / 1000  # as the pipelines pass it
+
+    def timestep_key(self, state: SamplerState, step: int) -> float:
+        return float(self._timestep(state.scheduler.timesteps[step], 1)[0])
+
+    def _shifted_scheduler(self, tokens: int) -> Any:
+        """A copy of the pipeline's scheduler, set as the pipelines set it for ``tokens`` image tokens."""
+        import numpy as np
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+
+        scheduler = copy.deepcopy(self.pipe.scheduler)
+        config = scheduler.config
+        own = self.flow_sigmas and getattr(config, "use_flow_sigmas", False)
+        sigmas: Any = None if own else np.linspace(1.0, 1 / self.steps, self.steps)
+        mu = calculate_shift(tokens, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                             config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+        retrieve_timesteps(scheduler, self.steps, self.device, sigmas=sigmas, mu=mu)
+        scheduler.set_begin_index(0)
+        return scheduler

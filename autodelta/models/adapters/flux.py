@@ -10,17 +10,15 @@ with the negative prompt, when the scale is above 1 (schnell and its 1.0 run non
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from autodelta.errors import ModelError
 from autodelta.models.adapters.base import PromptConditioned
 from autodelta.models.prompts import PromptEmbeddings
-from autodelta.models.sampling import SamplerState, StepSampler
+from autodelta.models.sampling import PackedFlowSampler, SamplerState, StepSampler
 
 
 class Flux(PromptConditioned):
@@ -99,7 +97,7 @@ class Flux(PromptConditioned):
                            self.profile.guidance_scale, resolution, self.embedded_guidance)
 
 
-class FluxSampler(StepSampler):
+class FluxSampler(PackedFlowSampler):
     """``FluxPipeline``'s loop over (prompt embedding, seed) items, at ``resolution`` pixels.
 
     Matches ``pipe(prompt_embeds=…, pooled_prompt_embeds=…, generator=[torch.Generator().manual_seed(s)
@@ -128,29 +126,15 @@ class FluxSampler(StepSampler):
     def cfg(self) -> bool:
         return self.guidance > 1 and not self.embedded
 
-    def _timestep(self, t: torch.Tensor, batch: int) -> torch.Tensor:
-        return t.expand(batch).to(self.dtype) / 1000  # as the pipeline passes it
-
-    def timestep_key(self, state: SamplerState, step: int) -> float:
-        return float(self._timestep(state.scheduler.timesteps[step], 1)[0])
-
     def initial_state(self) -> SamplerState:
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
         from diffusers.utils.torch_utils import randn_tensor
 
         generators = [torch.Generator().manual_seed(s) for s in self.seeds]
         noise = randn_tensor((len(generators), self.channels, self.size, self.size), generator=generators,
                              device=self.device, dtype=self.dtype)
         latents = self.pipe._pack_latents(noise, len(generators), self.channels, self.size, self.size)
-        scheduler = copy.deepcopy(self.pipe.scheduler)
-        config = scheduler.config
-        sigmas: Any = None if getattr(config, "use_flow_sigmas", False) else np.linspace(1.0, 1 / self.steps, self.steps)
-        mu = calculate_shift(latents.shape[1], config.get("base_image_seq_len", 256),
-                             config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                             config.get("max_shift", 1.15))
-        retrieve_timesteps(scheduler, self.steps, self.device, sigmas=sigmas, mu=mu)
-        scheduler.set_begin_index(0)
-        return SamplerState(step=-1, latents=latents, scheduler=scheduler, rng=None, deltas={})
+        return SamplerState(step=-1, latents=latents, scheduler=self._shifted_scheduler(latents.shape[1]), rng=None,
+                            deltas={})
 
     @torch.no_grad()
     def step(self, state: SamplerState) -> SamplerState:

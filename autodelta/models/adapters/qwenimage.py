@@ -8,17 +8,15 @@ prompt, and the pipeline rescales the guided prediction to the conditional one's
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from autodelta.errors import ModelError
 from autodelta.models.adapters.base import PromptConditioned
 from autodelta.models.prompts import PromptEmbeddings
-from autodelta.models.sampling import SamplerState, StepSampler
+from autodelta.models.sampling import PackedFlowSampler, SamplerState, StepSampler
 
 
 class QwenImage(PromptConditioned):
@@ -80,9 +78,11 @@ class QwenImage(PromptConditioned):
         return QwenImageSampler(pipe, embeddings, seeds, self.profile.steps, self.profile.guidance_scale, resolution)
 
 
-class QwenImageSampler(StepSampler):
+class QwenImageSampler(PackedFlowSampler):
     """``QwenImagePipeline``'s loop over (prompt embedding, seed) items, operation for operation; the prompts
     go through the pipeline's own ``encode_prompt`` (it drops an all-ones mask)."""
+
+    flow_sigmas = False
 
     def __init__(self, pipe: Any, embeddings: dict[str, torch.Tensor], seeds: Sequence[int], steps: int,
                  guidance_scale: float, resolution: int) -> None:
@@ -99,28 +99,12 @@ class QwenImageSampler(StepSampler):
                 prompt_embeds_mask=embeddings["negative_prompt_embeds_mask"])
         self.img_shapes = [[(1, self.size // 2, self.size // 2)]] * len(self.seeds)
 
-    def _timestep(self, t: torch.Tensor, batch: int) -> torch.Tensor:
-        return t.expand(batch).to(self.dtype) / 1000  # as the pipeline passes it
-
-    def timestep_key(self, state: SamplerState, step: int) -> float:
-        return float(self._timestep(state.scheduler.timesteps[step], 1)[0])
-
     def initial_state(self) -> SamplerState:
-        from diffusers.pipelines.qwenimage.pipeline_qwenimage import calculate_shift, retrieve_timesteps
-
         generators = [torch.Generator().manual_seed(s) for s in self.seeds]
         latents = self.pipe.prepare_latents(len(generators), self.channels, self.resolution, self.resolution,
                                             self.dtype, self.device, generators)
-        scheduler = copy.deepcopy(self.pipe.scheduler)
-        config = scheduler.config
-        mu = calculate_shift(latents.shape[1], config.get("base_image_seq_len", 256),
-                             config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                             config.get("max_shift", 1.15))
-        sigmas: Any = np.linspace(1.0, 1 / self.steps, self.steps)
-        retrieve_timesteps(scheduler, self.steps, self.device, sigmas=sigmas,
-                           mu=mu)
-        scheduler.set_begin_index(0)
-        return SamplerState(step=-1, latents=latents, scheduler=scheduler, rng=None, deltas={})
+        return SamplerState(step=-1, latents=latents, scheduler=self._shifted_scheduler(latents.shape[1]), rng=None,
+                            deltas={})
 
     def _predict(self, latents: torch.Tensor, timestep: torch.Tensor, prompt: torch.Tensor,
                  mask: torch.Tensor | None) -> torch.Tensor:
