@@ -131,8 +131,7 @@ def block_stack(transformer_class: str, blocks_attr: BlocksSpec = None) -> Block
     segments = (blocks_attr,) if isinstance(blocks_attr, str) else tuple(blocks_attr)
     if segments == known.segments:
         return known
-    return BlockStack(segments, ("num_layers",) * len(segments) if len(segments) == 1 else known.sizes,
-                      known.streams)
+    return BlockStack(segments, ("num_layers",) if len(segments) == 1 else known.sizes, known.streams)
 
 
 def find_blocks(transformer: torch.nn.Module, blocks_attr: BlocksSpec = None) -> list[torch.nn.Module]:

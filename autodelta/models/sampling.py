@@ -94,6 +94,18 @@ class PackedFlowSampler(StepSampler):
     flow_sigmas: bool = True
     """Whether the pipeline leaves the sigmas to a scheduler with ``use_flow_sigmas`` (FLUX does, Qwen-Image not)."""
 
+    def __init__(self, pipe: Any, seeds: Sequence[int], steps: int, guidance_scale: float, resolution: int) -> None:
+        super().__init__(pipe, seeds, steps, guidance_scale, 2 * (resolution // (pipe.vae_scale_factor * 2)))
+        self.channels = int(self.transformer.config.in_channels) // 4  # packed: 2x2 latent pixels per token
+        self.resolution = resolution
+
+    def _unpacked(self, state: SamplerState) -> torch.Tensor:
+        pipe = self.pipe
+        return pipe._unpack_latents(state.latents, self.resolution, self.resolution, pipe.vae_scale_factor)
+
+    def _postprocessed(self, image: torch.Tensor) -> torch.Tensor:
+        return self.pipe.image_processor.postprocess(image, output_type="pt").float().cpu()
+
     def _timestep(self, t: torch.Tensor, batch: int) -> torch.Tensor:
         return t.expand(batch).to(self.dtype) / 1000  # as the pipelines pass it
 

@@ -121,3 +121,19 @@ class PromptConditioned(ModelAdapter):
 
     def conditioning_id(self, conditioning: Any) -> str | None:
         return conditioning.identity() if conditioning is not None else None
+
+
+class PackedLatents(PromptConditioned):
+    """FLUX-style families (FLUX, Qwen-Image): 2x2 latent patches are packed into one image token."""
+
+    def check_resolution(self, resolution: int | None) -> int:
+        resolution = resolution or self.profile.resolution
+        multiple = 2 * self.profile.vae_scale_factor
+        if resolution % multiple:
+            raise ModelError(f"resolution {resolution} is not a multiple of {multiple} for {self.profile.name}; "
+                             "pick e.g. 512 or 1024")
+        return int(resolution)
+
+    def token_side(self, resolution: int | None = None) -> int:
+        """Image tokens per side at ``resolution``."""
+        return self.check_resolution(resolution) // (2 * self.profile.vae_scale_factor)

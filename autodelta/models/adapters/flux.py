@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from autodelta.errors import ModelError
-from autodelta.models.adapters.base import PromptConditioned
+from autodelta.models.adapters.base import PackedLatents
 from autodelta.models.prompts import PromptEmbeddings
 from autodelta.models.sampling import PackedFlowSampler, SamplerState, StepSampler
 
 
-class Flux(PromptConditioned):
+class Flux(PackedLatents):
     """``FluxPipeline`` with prompt and pooled embeddings, embedded guidance or true CFG."""
 
     name = "FLUX"
@@ -41,25 +41,12 @@ class Flux(PromptConditioned):
     def pipeline_components(self) -> dict[str, Any]:
         return {"tokenizer": None, "text_encoder": None, "tokenizer_2": None, "text_encoder_2": None}
 
-    def check_resolution(self, resolution: int | None) -> int:
-        resolution = resolution or self.profile.resolution
-        multiple = 2 * self.profile.vae_scale_factor  # FLUX packs 2x2 latent patches into one token
-        if resolution % multiple:
-            raise ModelError(f"resolution {resolution} is not a multiple of {multiple} for {self.profile.name}; "
-                             "pick e.g. 512 or 1024")
-        return int(resolution)
-
-    def tokens(self, resolution: int | None = None) -> int:
-        """Image tokens at ``resolution``."""
-        side = self.check_resolution(resolution) // (2 * self.profile.vae_scale_factor)
-        return side * side
-
     def example_inputs(self, batch: int = 1, dtype: torch.dtype = torch.float32, seed: int = 0,
                        resolution: int | None = None) -> dict[str, Any]:
         from diffusers import FluxPipeline
 
         config = self.profile.transformer_config
-        side = self.check_resolution(resolution) // (2 * self.profile.vae_scale_factor)
+        side = self.token_side(resolution)
         gen = torch.Generator().manual_seed(seed)
         embeddings = self.conditioning().pooled_kwargs(range(batch), dtype, negative=False)
         inputs: dict[str, Any] = {
@@ -110,9 +97,7 @@ class FluxSampler(PackedFlowSampler):
         if type(pipe).__name__ not in Flux.pipelines:
             raise ModelError(f"{type(pipe).__name__} is not a FluxPipeline; use the adapter of its family")
         self.embedded = embedded_guidance
-        super().__init__(pipe, seeds, steps, guidance_scale, 2 * (resolution // (pipe.vae_scale_factor * 2)))
-        self.channels = int(self.transformer.config.in_channels) // 4
-        self.resolution = resolution
+        super().__init__(pipe, seeds, steps, guidance_scale, resolution)
         emb = conditioning.pooled_kwargs(conditions, self.dtype, self.device, negative=self.cfg)
         self.prompt, self.pooled = emb["prompt_embeds"], emb["pooled_prompt_embeds"]
         self.negative, self.negative_pooled = emb.get("negative_prompt_embeds"), emb.get("negative_pooled_prompt_embeds")
@@ -158,8 +143,8 @@ class FluxSampler(PackedFlowSampler):
     @torch.no_grad()
     def decode(self, state: SamplerState) -> torch.Tensor:
         """Images ``[N, C, H, W]`` in [0, 1], as the pipeline decodes them."""
-        pipe, vae = self.pipe, self.pipe.vae
-        latents = pipe._unpack_latents(state.latents, self.resolution, self.resolution, pipe.vae_scale_factor)
+        vae = self.pipe.vae
+        latents = self._unpacked(state)
         latents = (latents / vae.config.scaling_factor) + vae.config.shift_factor
         image = vae.decode(latents, return_dict=False)[0]
-        return pipe.image_processor.postprocess(image, output_type="pt").float().cpu()
+        return self._postprocessed(image)

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 
 from autodelta.errors import ModelError
-from autodelta.models.adapters.base import PromptConditioned
+from autodelta.models.adapters.base import PackedLatents
 from autodelta.models.prompts import PromptEmbeddings
 from autodelta.models.sampling import PackedFlowSampler, SamplerState, StepSampler
 
 
-class QwenImage(PromptConditioned):
+class QwenImage(PackedLatents):
     """``QwenImagePipeline`` with prompt embeddings and masks, true CFG as a second call."""
 
     name = "Qwen-Image"
@@ -29,17 +29,9 @@ class QwenImage(PromptConditioned):
     def pipeline_components(self) -> dict[str, Any]:
         return {"tokenizer": None, "text_encoder": None}
 
-    def check_resolution(self, resolution: int | None) -> int:
-        resolution = resolution or self.profile.resolution
-        multiple = 2 * self.profile.vae_scale_factor  # 2x2 latent patches are packed into one token
-        if resolution % multiple:
-            raise ModelError(f"resolution {resolution} is not a multiple of {multiple} for {self.profile.name}; "
-                             "pick e.g. 512 or 1024")
-        return int(resolution)
-
     def example_inputs(self, batch: int = 1, dtype: torch.dtype = torch.float32, seed: int = 0,
                        resolution: int | None = None) -> dict[str, Any]:
-        side = self.check_resolution(resolution) // (2 * self.profile.vae_scale_factor)
+        side = self.token_side(resolution)
         gen = torch.Generator().manual_seed(seed)
         embeddings = self.conditioning().pipeline_kwargs(range(batch), dtype)
         channels = int(self.profile.transformer_config["in_channels"])
@@ -88,9 +80,7 @@ class QwenImageSampler(PackedFlowSampler):
                  guidance_scale: float, resolution: int) -> None:
         if type(pipe).__name__ not in QwenImage.pipelines:
             raise ModelError(f"{type(pipe).__name__} is not a QwenImagePipeline; use the adapter of its family")
-        super().__init__(pipe, seeds, steps, guidance_scale, 2 * (resolution // (pipe.vae_scale_factor * 2)))
-        self.channels = int(self.transformer.config.in_channels) // 4
-        self.resolution = resolution
+        super().__init__(pipe, seeds, steps, guidance_scale, resolution)
         self.prompt, self.mask = pipe.encode_prompt(None, self.device, prompt_embeds=embeddings["prompt_embeds"],
                                                     prompt_embeds_mask=embeddings["prompt_embeds_mask"])
         if self.cfg:
@@ -130,11 +120,11 @@ class QwenImageSampler(PackedFlowSampler):
     @torch.no_grad()
     def decode(self, state: SamplerState) -> torch.Tensor:
         """Images ``[N, C, H, W]`` in [0, 1], as the pipeline decodes them."""
-        pipe, vae = self.pipe, self.pipe.vae
-        latents = pipe._unpack_latents(state.latents, self.resolution, self.resolution, pipe.vae_scale_factor)
+        vae = self.pipe.vae
+        latents = self._unpacked(state)
         latents = latents.to(vae.dtype)
         z = vae.config.z_dim
         mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
         std = 1.0 / torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1).to(latents.device, latents.dtype)
         image = vae.decode(latents / std + mean, return_dict=False)[0][:, :, 0]
-        return pipe.image_processor.postprocess(image, output_type="pt").float().cpu()
+        return self._postprocessed(image)
