@@ -45,6 +45,7 @@ from autodelta.evaluation.diffusion import DiffusionEvaluator, EvaluatorFactory,
 from autodelta.models.loading import load_profile
 from autodelta.plan.cost import parse_budget
 from autodelta.plan.schedule import load_schedule
+from autodelta.search.results import summarize
 from autodelta.search.run import run_search
 from autodelta.search.settings import SearchSettings, default_trials, sampler_name
 from autodelta.search.spaces import load_space
@@ -70,8 +71,8 @@ def searched_schedule(model: str, budget_text: str, trials: int | None, space: s
     factory = EvaluatorFactory(model, cache_dir=default_cache_dir(), device=device, record=record)
     evaluator = factory()
     outcome = run_search(evaluator, settings, progress=True)
-    heldout = EvaluatorFactory(model, heldout=True, cache_dir=default_cache_dir(), device=device)
-    write_outputs(outcome, settings, evaluator, heldout, profile, out)
+    heldout = EvaluatorFactory(model, heldout=True, cache_dir=default_cache_dir(), device=device, reference_phase="report")
+    write_outputs(outcome, summarize(outcome, settings, evaluator, heldout), settings, evaluator, profile, out)
     spent = sum(outcome.generations.values())
     return out / "schedule.yaml", f"{space} space, {sampler_name(settings)} sampler, {settings.trials} trials, {spent} item-gens"
 

@@ -1,6 +1,6 @@
 """A search on the synthetic evaluator, as a separate process (resume, multi-worker and signal tests).
 
-    python -m tests.search_worker STORAGE_URL TRIALS [SLEEP_SECONDS [JOBS [SPACE]]]
+    python -m tests.search_worker STORAGE_URL TRIALS [SLEEP_SECONDS [JOBS [SPACE [MAX_GENERATIONS]]]]
 
 With JOBS > 1 it runs like ``autodelta search --jobs JOBS``: this process plus JOBS - 1
 spawned workers on one study. Exit code 130 when interrupted (Ctrl-C), as the CLI.
@@ -21,8 +21,8 @@ from autodelta.search.workers import WorkerPool
 
 
 class SlowSynthetic(SyntheticEvaluator):
-    def __init__(self, sleep: float) -> None:
-        super().__init__(CostModel.uniform(28), 20)
+    def __init__(self, sleep: float, meter=None) -> None:
+        super().__init__(CostModel.uniform(28), 20, meter=meter)
         self.sleep = sleep
 
     def evaluate(self, plan):
@@ -36,20 +36,22 @@ class SlowFactory:
 
     sleep: float
 
-    def __call__(self) -> SlowSynthetic:
-        return SlowSynthetic(self.sleep)
+    def __call__(self, meter=None) -> SlowSynthetic:
+        return SlowSynthetic(self.sleep, meter)
 
 
-def settings(storage: str, trials: int, space: str = "delta-dit") -> SearchSettings:
+def settings(storage: str, trials: int, space: str = "delta-dit", bound: int | None = None) -> SearchSettings:
     return SearchSettings(budget=parse_budget("1.6x"), space=load_space(space), trials=trials,
-                          storage=storage, study_name="worker-test", model="synthetic", seed=None)
+                          storage=storage, study_name="worker-test", model="synthetic", seed=None,
+                          max_generations=bound)
 
 
 if __name__ == "__main__":
     storage, trials = sys.argv[1], int(sys.argv[2])
     sleep = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     jobs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-    config = settings(storage, trials, sys.argv[5] if len(sys.argv) > 5 else "delta-dit")
+    config = settings(storage, trials, sys.argv[5] if len(sys.argv) > 5 else "delta-dit",
+                      int(sys.argv[6]) if len(sys.argv) > 6 else None)
     pool = WorkerPool([SlowFactory(sleep)] * (jobs - 1), config) if jobs > 1 else None
     outcome = run_search(SlowSynthetic(sleep), config, progress=False, workers=pool)
     sys.exit(130 if outcome.interrupted else 0)

@@ -17,10 +17,10 @@ from autodelta.evaluation.work import WorkMeter
 from autodelta.plan.cost import CostModel, parse_budget, parse_budgets
 from autodelta.plan.schedule import CachedRange
 from autodelta.search.dp import plan_front
+from autodelta.search.ledger import generations_by_phase
 from autodelta.search.run import run_search
 from autodelta.search.settings import SearchSettings
 from autodelta.search.spaces import load_space
-from autodelta.search.study import generations_by_phase
 
 W = CachedRange(0, 6)
 
@@ -239,7 +239,7 @@ def test_two_workers_lose_no_trial_and_share_one_reference_and_one_model(profile
 
 
 def test_a_work_meter_refuses_work_past_its_bound_before_doing_it():
-    meter = WorkMeter(limit=10)
+    meter = WorkMeter(bound=10)
     meter.charge(6)
     with meter.during("model"):
         meter.charge(4)

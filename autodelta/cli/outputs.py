@@ -1,4 +1,4 @@
-"""The outputs of a search: first computed (:func:`summarize`), then written atomically (:func:`write_outputs`).
+"""The outputs of a search, written atomically from its results (:func:`autodelta.search.results.summarize`).
 
 ``schedule.yaml`` (or one ``schedule-<budget>.yaml`` per budget of ``--budgets``),
 ``pareto.yaml`` (every non-dominated trial, whatever its speed-up), ``pareto.png`` and
@@ -8,89 +8,24 @@
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autodelta.cli.report import plan_map_text, save_pareto_png
-from autodelta.errors import AutodeltaError
-from autodelta.evaluation.metrics import get_metric
 from autodelta.evaluation.work import PHASES
 from autodelta.files import atomic_write, dump_yaml
-from autodelta.plan.cost import Budget, paper_rule
+from autodelta.plan.cost import Budget
 from autodelta.plan.schedule import Schedule, encode_plan
-from autodelta.search.records import TrialRecord, best_within_budget, rank_correlation, records
+from autodelta.search.records import TrialRecord, rank_correlation
+from autodelta.search.results import PAPER, BudgetResult, SearchResults
 from autodelta.search.run import SearchOutcome
 from autodelta.search.settings import SearchSettings
 from autodelta.search.storage import redact_url
 
 
-@dataclass
-class BudgetResult:
-    """One budget's answer: the chosen trial, the paper rule's, the top few, and their held-out scores."""
-
-    budget: Budget
-    best: TrialRecord
-    paper: TrialRecord
-    shown: list[TrialRecord]
-    heldout: dict[int, dict[str, float]] = field(default_factory=dict)  # by id() of a shown record
-    found_at: int = 0
-
-    def held(self, record: TrialRecord, metric: str) -> float | None:
-        return self.heldout.get(id(record), {}).get(metric)
-
-
-@dataclass
-class SearchResults:
-    """Everything the outputs show, computed once."""
-
-    budgets: list[BudgetResult]
-    report_generations: int  # spent scoring for the report (the paper rule, held-out items), outside the search
-
-
 def screen_correlation(items: list[TrialRecord]) -> tuple[float, int] | None:
     """Spearman correlation of screened and full scores over the trials that have both, and their count."""
     return rank_correlation([(r.screen, r.quality) for r in items if r.screen is not None])
-
-
-def summarize(outcome: SearchOutcome, settings: SearchSettings, evaluator: Any,
-              heldout_factory: Callable[[], Any] | None, top: int = 3) -> SearchResults:
-    """Per budget: the best trial, the paper rule (measured when the study lacks it) and held-out scores."""
-    metric = get_metric(settings.metric)
-    sign = 1.0 if metric.higher_is_better else -1.0
-    meter = evaluator.meter
-    before = meter.total
-    held_ev = None
-    results = []
-    with meter.during("report"):
-        for budget in settings.all_budgets:
-            items = records(outcome.study, budget, settings.metric)
-            best = best_within_budget(items, metric.higher_is_better)
-            if best is None:
-                raise AutodeltaError(f"no completed trial meets budget {budget} yet; run more --trials")
-            rule = paper_rule(evaluator.cost, evaluator.steps, budget)
-            rule_plan = rule.plan(evaluator.steps, evaluator.num_blocks)
-            paper = next((r for r in items if r.plan == rule_plan), None)
-            if paper is None:  # the space cannot express it: measure it anyway, for the comparison
-                ev = evaluator.evaluate(rule_plan)
-                paper = TrialRecord(-1, rule.as_dict(), rule_plan, ev.metrics[settings.metric], ev.macs, ev.speedup,
-                                    ev.metrics, budget.allows(ev.speedup), "paper rule")
-            ranked: list[TrialRecord] = []
-            for r in sorted((r for r in items if r.feasible), key=lambda r: (-sign * r.quality, r.macs)):
-                if all(r.plan != o.plan for o in ranked):
-                    ranked.append(r)
-            count = top if not settings.budgets else 1  # several budgets: the chosen one and the paper's
-            shown = ranked[:count] + ([paper] if all(paper.plan != r.plan for r in ranked[:count]) else [])
-            result = BudgetResult(budget, best, paper, shown,
-                                  found_at=min(r.number for r in items if r.plan == best.plan))
-            if heldout_factory is not None:
-                held_ev = held_ev or heldout_factory()
-                for r in shown:
-                    result.heldout[id(r)] = held_ev.evaluate(r.plan).metrics
-            results.append(result)
-    spent = meter.total - before + (held_ev.meter.total if held_ev is not None and held_ev.meter is not meter else 0)
-    return SearchResults(results, spent)
 
 
 def _schedule_of(record: TrialRecord, settings: SearchSettings, evaluator: Any, profile: Any,
@@ -99,12 +34,14 @@ def _schedule_of(record: TrialRecord, settings: SearchSettings, evaluator: Any, 
         model=profile.name, pretrained=profile.pretrained_id, num_blocks=profile.num_blocks, scheduler=profile.scheduler,
         source=profile.schedule_source,
         steps=profile.steps, guidance_scale=profile.guidance_scale, plan=record.plan,
-        params={"family": settings.space.family, "space": settings.space.name, **record.params},
+        params=({"rule": "paper", **record.params} if record.number == PAPER else
+                {"family": settings.space.family, "space": settings.space.name, **record.params}),
         cost=evaluator.cost.summary(record.plan),
         quality={"metric": settings.metric, "value": record.quality, "metrics": record.metrics,
                  "calibration_size": evaluator.items, "heldout": heldout,
                  "reference": f"full compute, {profile.scheduler}, T={profile.steps}, guidance {profile.guidance_scale}"},
-        provenance={"study": settings.study_name, "trial": record.number, "storage": storage,
+        provenance={"study": settings.study_name, "trial": None if record.number == PAPER else record.number,
+                    "storage": storage,
                     "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")},
     )
 
@@ -114,25 +51,25 @@ def schedule_name(settings: SearchSettings, budget: Budget) -> str:
     return f"schedule-{budget.text.replace('%', 'pct')}.yaml" if settings.budgets else "schedule.yaml"
 
 
-def write_outputs(outcome: SearchOutcome, settings: SearchSettings, evaluator: Any,
-                  heldout_factory: Callable[[], Any] | None, profile: Any, out: Path, top: int = 3) -> dict[str, Any]:
-    """Compute (:func:`summarize`) and write every output in ``out``.
+def write_outputs(outcome: SearchOutcome, results: SearchResults, settings: SearchSettings, evaluator: Any,
+                  profile: Any, out: Path) -> dict[str, Any]:
+    """Write every output of ``results`` in ``out``.
 
     Returns the headline figures of the first (loosest) budget, the per-budget ones under
     ``"budgets"``, and the lines the CLI prints under ``"summary"``.
     """
-    results = summarize(outcome, settings, evaluator, heldout_factory, top)
     storage = redact_url(settings.storage) if settings.storage else None  # no password, no local path
     written = []
     for result in results.budgets:
-        schedule = _schedule_of(result.best, settings, evaluator, profile, result.heldout.get(id(result.best)),
+        schedule = _schedule_of(result.best, settings, evaluator, profile, result.heldout.get(result.best.number),
                                 storage)
         schedule.save(out / schedule_name(settings, result.budget))
         written.append(out / schedule_name(settings, result.budget))
     _write_pareto(outcome, settings, profile, out)
     first = results.budgets[0]
     seeds = {r.label: r for r in outcome.records if r.label}
-    marks = {"paper (rule)": first.paper, **{k: v for k, v in seeds.items() if not k.startswith("paper rule")}}
+    marks = {**({"paper (rule)": first.paper} if first.paper is not None else {}),
+             **{k: v for k, v in seeds.items() if not k.startswith("paper rule")}}
     save_pareto_png(outcome.records, outcome.pareto, first.budget.speedup, settings.metric, out / "pareto.png",
                     marks=marks, chosen=first.best)
     atomic_write(out / "report.md", _report(outcome, settings, evaluator, profile, results))
@@ -140,8 +77,8 @@ def write_outputs(outcome: SearchOutcome, settings: SearchSettings, evaluator: A
     metric = settings.metric
     per_budget = {
         r.budget.text: {"best": r.best.quality, "best_heldout": r.held(r.best, metric), "speedup": r.best.speedup,
-                        "paper": r.paper.quality, "paper_heldout": r.held(r.paper, metric), "found_at": r.found_at,
-                        "plan": r.best.plan}
+                        "paper": r.paper.quality if r.paper else None, "paper_heldout": r.held(r.paper, metric),
+                        "found_at": r.found_at, "plan": r.best.plan, "paper_chosen": r.paper_chosen}
         for r in results.budgets
     }
     fidelity = screen_correlation(outcome.records)
@@ -149,23 +86,39 @@ def write_outputs(outcome: SearchOutcome, settings: SearchSettings, evaluator: A
         **per_budget[first.budget.text], "budgets": per_budget, "reuse_ratio": _reuse_ratio(evaluator),
         "seconds": outcome.seconds, "screen_correlation": fidelity[0] if fidelity else None,
         "model_correlation": outcome.model_correlation[0] if outcome.model_correlation else None,
-        "generations": dict(outcome.generations), "report_generations": results.report_generations,
+        "generations": dict(outcome.generations), "run_generations": dict(outcome.run_generations),
+        "report_generations": results.report_generations, "exhausted": outcome.exhausted,
     }
+    figures["summary"] = _summary(outcome, results, settings, evaluator, out, written)
+    return figures
+
+
+def _summary(outcome: SearchOutcome, results: SearchResults, settings: SearchSettings, evaluator: Any, out: Path,
+             written: list[Path]) -> list[str]:
+    """The lines the CLI prints after a search."""
+    metric = settings.metric
     lines = []
+    if results.bound_note:
+        lines.append(results.bound_note)
     for r in results.budgets:
-        lines.append(f"best within {r.budget}: {metric} {r.best.quality:.3f} at {r.best.speedup:.3f}x "
-                     f"(trial {r.best.number}); paper rule {r.paper.quality:.3f} at {r.paper.speedup:.3f}x")
-        if r.held(r.best, metric) is not None and r.held(r.paper, metric) is not None:
-            lines.append(f"held-out: chosen {r.held(r.best, metric):.3f}, paper rule {r.held(r.paper, metric):.3f}")
-    lines.append(_generations_line(outcome.generations))
-    ratio = figures["reuse_ratio"]
+        paper = f"paper rule {r.paper.quality:.3f} at {r.paper.speedup:.3f}x" if r.paper else \
+            f"paper rule not measured within --max-generations {settings.max_generations}"
+        source = "the paper rule, above every trial" if r.paper_chosen else f"trial {r.best.number}"
+        lines.append(f"best within {r.budget}: {metric} {r.best.quality:.3f} at {r.best.speedup:.3f}x ({source}); "
+                     f"{paper}")
+        chosen, rule = r.held(r.best, metric), r.held(r.paper, metric)
+        if chosen is not None:
+            lines.append(f"held-out: chosen {chosen:.3f}" + (f", paper rule {rule:.3f}" if rule is not None else ""))
+    if results.heldout_note:
+        lines.append(f"held-out: {results.heldout_note}")
+    lines.append(_generations_line(outcome, settings))
+    ratio = _reuse_ratio(evaluator)
     if ratio is not None:
         lines.append(f"prefix reuse: {evaluator.blocks_naive} block evaluations naive, {evaluator.blocks_computed} "
                      f"computed ({ratio:.2f}x)")
     lines.append(f"wrote {', '.join(str(p) for p in written)}, {out / 'pareto.yaml'}, {out / 'pareto.png'}, "
                  f"{out / 'report.md'}")
-    figures["summary"] = lines
-    return figures
+    return lines
 
 
 def _reuse_ratio(evaluator: Any) -> float | None:
@@ -174,9 +127,19 @@ def _reuse_ratio(evaluator: Any) -> float | None:
     return evaluator.reuse_ratio if isinstance(evaluator, DiffusionEvaluator) else None
 
 
-def _generations_line(generations: dict[str, int]) -> str:
-    parts = ", ".join(f"{phase} {generations.get(phase, 0)}" for phase in PHASES)
-    return f"item-generations: {sum(generations.get(p, 0) for p in PHASES)} ({parts})"
+def _generations_line(outcome: SearchOutcome, settings: SearchSettings) -> str:
+    """This run's item-generations by phase, the study's total when it differs, and cached reference items."""
+    run = outcome.run_generations
+    parts = ", ".join(f"{phase} {run.get(phase, 0)}" for phase in PHASES)
+    line = f"item-generations this run: {sum(run.values())} ({parts})"
+    if outcome.cached:
+        line += f"; {outcome.cached} reference items read from the cache"
+    study = sum(outcome.generations.values())
+    if study != sum(run.values()):
+        line += f"; the study in all: {study}"
+    if settings.max_generations is not None:
+        line += f" (bound: --max-generations {settings.max_generations})"
+    return line
 
 
 def _write_pareto(outcome: SearchOutcome, settings: SearchSettings, profile: Any, out: Path) -> None:
@@ -198,6 +161,7 @@ def _report(outcome: SearchOutcome, settings: SearchSettings, evaluator: Any, pr
     metric = settings.metric
     ratio = _reuse_ratio(evaluator)
     budgets = ", ".join(b.text for b in settings.all_budgets)
+    run, study = outcome.run_generations, outcome.generations
     lines = [
         f"# autodelta search: {profile.name} at {budgets}",
         "",
@@ -209,15 +173,19 @@ def _report(outcome: SearchOutcome, settings: SearchSettings, evaluator: Any, pr
         "",
         "## Cost in item-generations (one calibration item generated once)",
         "",
-        "| phase | item-generations |",
-        "|---|---|",
-        *[f"| {phase} | {outcome.generations.get(phase, 0)} |" for phase in PHASES],
-        f"| **search total** | **{sum(outcome.generations.get(p, 0) for p in PHASES)}** |",
-        f"| report (paper rule, held-out scoring; not search) | {results.report_generations} |",
+        "| phase | this run | the study in all |",
+        "|---|---|---|",
+        *[f"| {phase} | {run.get(phase, 0)} | {study.get(phase, 0)} |" for phase in PHASES],
+        f"| **total** | **{sum(run.values())}** | **{sum(study.values())}** |",
         "",
     ]
-    if outcome.exhausted:
-        lines += [f"The search stopped at --max-generations {settings.max_generations}.", ""]
+    if outcome.cached:
+        lines += [f"{outcome.cached} reference items were read from the cache this run (0 generations).", ""]
+    if settings.max_generations is not None:
+        lines += [f"Bound: --max-generations {settings.max_generations}, on the study's total (every phase, every "
+                  "process, every run).", ""]
+    if results.bound_note:
+        lines += [results.bound_note, ""]
     if outcome.model_correlation:
         rho, count = outcome.model_correlation
         lines += [f"error model: Spearman rank correlation of its predictions (probes only, before any trial "
@@ -226,18 +194,31 @@ def _report(outcome: SearchOutcome, settings: SearchSettings, evaluator: Any, pr
     if fidelity:
         lines += [f"multi-fidelity: {fidelity[1]} trials were screened on a subset of the calibration items first; "
                   f"Spearman rank correlation of screened and full scores {fidelity[0]:.3f}.", ""]
+    if results.heldout_note:
+        lines += [f"held-out scores: {results.heldout_note}.", ""]
     for result in results.budgets:
-        lines += [f"## {result.budget}", "",
-                  f"best found at trial {result.found_at}.", "",
-                  f"| schedule | trial | MACs speed-up | {metric} (calibration) | {metric} (held-out) | params |",
-                  "|---|---|---|---|---|---|"]
-        for i, r in enumerate(result.shown):
-            name = "paper rule" if r is result.paper else f"#{i + 1}" + (" (chosen)" if r is result.best else "")
-            h = result.held(r, metric)
-            params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
-            lines.append(f"| {name} | {r.number} | {r.speedup:.3f}x | {r.quality:.3f} | "
-                         f"{'' if h is None else f'{h:.3f}'} | {params} |")
-        schedule = Schedule(model=profile.name, num_blocks=profile.num_blocks, scheduler=profile.scheduler,
-                            steps=profile.steps, plan=result.best.plan)
-        lines += ["", "Chosen plan:", "", "```", plan_map_text(schedule), "```", ""]
+        lines += _budget_section(result, settings, profile)
     return "\n".join(lines)
+
+
+def _budget_section(result: BudgetResult, settings: SearchSettings, profile: Any) -> list[str]:
+    metric = settings.metric
+    lines = [f"## {result.budget}", "", f"best trial found at trial {result.found_at}.", ""]
+    if result.paper_chosen:
+        lines += ["The paper rule's plan scored higher than every trial of the search on the calibration items, so "
+                  "it is the schedule written.", ""]
+    if result.paper is None:
+        lines += [f"paper rule: not measured within --max-generations {settings.max_generations}.", ""]
+    lines += [f"| schedule | trial | MACs speed-up | {metric} (calibration) | {metric} (held-out) | params |",
+              "|---|---|---|---|---|---|"]
+    for i, r in enumerate(result.shown):
+        name = "paper rule" if r is result.paper else f"#{i + 1}"
+        name += " (chosen)" if r is result.best else ""
+        h = result.held(r, metric)
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.params.items())
+        number = "" if r.number < 0 else str(r.number)
+        lines.append(f"| {name} | {number} | {r.speedup:.3f}x | {r.quality:.3f} | "
+                     f"{'' if h is None else f'{h:.3f}'} | {params} |")
+    schedule = Schedule(model=profile.name, num_blocks=profile.num_blocks, scheduler=profile.scheduler,
+                        steps=profile.steps, plan=result.best.plan)
+    return lines + ["", "Chosen plan:", "", "```", plan_map_text(schedule), "```", ""]

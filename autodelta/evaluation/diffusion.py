@@ -30,7 +30,7 @@ from autodelta.evaluation.error_model import ErrorModel, Gains, fit_gains, probe
 from autodelta.evaluation.evaluator import Evaluation, Evaluator
 from autodelta.evaluation.scoring import Scorer
 from autodelta.evaluation.trajectory import Trajectory, TrajectoryRecorder
-from autodelta.evaluation.work import WorkMeter
+from autodelta.evaluation.work import WorkExhausted, WorkMeter
 from autodelta.files import atomic_write
 from autodelta.models.loading import load_profile
 from autodelta.models.profile import Profile
@@ -80,7 +80,8 @@ class DiffusionEvaluator:
                  metrics: Sequence[str] | None = None, cache_dir: str | os.PathLike[str] | None = None,
                  weights_id: str | None = None, prefix_reuse: bool = True, cache_bytes: int = 512 * 2**20,
                  resolution: int | None = None, conditioning: Any = None, batch_size: int | None = None,
-                 record: Sequence[CachedRange] = (), meter: WorkMeter | None = None) -> None:
+                 record: Sequence[CachedRange] = (), meter: WorkMeter | None = None,
+                 reference_phase: str = "reference") -> None:
         self.profile, self.pipe, self.calibration = profile, pipe, calibration
         self.meter = meter if meter is not None else WorkMeter()
         self.item_indices = tuple(range(len(calibration)))  # positions in the trajectory's items
@@ -92,6 +93,8 @@ class DiffusionEvaluator:
         if batch_size is not None and batch_size < 1:
             raise AutodeltaError(f"--batch-size {batch_size} must be at least 1")
         self.batch_size = min(batch_size or len(calibration), len(calibration))
+        self.requested_batch = self.batch_size  # the reference's key: an out-of-memory retry halves batch_size
+        self.reference_phase = reference_phase
         self.samplers = self._make_samplers()
         self.prefix_reuse = prefix_reuse
         self.prefix = _PrefixCache(cache_bytes if prefix_reuse else 0)
@@ -117,13 +120,16 @@ class DiffusionEvaluator:
     def probe_count(self) -> int:
         return 2 * self.steps - 3
 
-    def error_model(self, probe: Evaluator, stored: Any) -> tuple[ErrorModel, Any]:
-        """The trajectory error model; its gains from ``stored`` or, when absent, from probes run on ``probe``."""
+    def error_model(self, probe: Evaluator | None, stored: Any) -> tuple[ErrorModel, Any]:
+        """The trajectory error model; its gains from ``stored`` or, when absent, from probes run on ``probe``
+        (``None``: no room to probe; equal gains at every step, until trials calibrate them)."""
         if self.trajectory is None:
             raise AutodeltaError("this evaluator recorded no trajectory; build it with record= the space's ranges")
         widest = max(self.trajectory.spans, key=lambda s: (s.length, -s.start))
         gains = Gains.from_dict(stored, self.steps) if stored is not None else None
-        if gains is None:
+        if gains is None and probe is None:
+            gains = Gains.prior(self.steps)
+        elif gains is None:
             if not isinstance(probe, DiffusionEvaluator):
                 raise AutodeltaError("the error model probes on a subset of the same evaluator (evaluator.subset)")
             mse = [probe.evaluate(plan).item_mse() for plan in probe_plans(self.steps, widest)]
@@ -160,7 +166,7 @@ class DiffusionEvaluator:
             "steps": self.steps, "guidance_scale": self.profile.guidance_scale,
             "labels": list(self.calibration.labels), "seeds": list(self.calibration.seeds),
             "dtype": str(self.pipe.transformer.dtype), "device": self.pipe.transformer.device.type,
-            "batch_size": self.batch_size, "resolution": self.resolution,
+            "batch_size": self.requested_batch, "resolution": self.resolution,
             "conditions_source": self.profile.adapter.conditioning_id(self.conditioning),
         }
 
@@ -187,13 +193,13 @@ class DiffusionEvaluator:
                     reason = "it holds no trajectory of the spans this search needs"
                 else:
                     self.trajectory = trajectory
+                    self.meter.cached(len(self.calibration))
                     return images
             except Exception as exc:  # corrupt or truncated file: say so and regenerate
                 reason = f"it is corrupt ({type(exc).__name__})"
             logger.warning("reference cache %s is unusable: %s; regenerating it", path, reason)
-        with self.meter.during("reference"):
-            self.meter.charge(len(self.calibration))
-            images = self._generate([None] * self.steps, count=False, record=bool(self.record))
+        with self.meter.during(self.reference_phase):
+            images = self._generate([None] * self.steps, stats=False, record=bool(self.record))
         if not bool(torch.isfinite(images).all()):
             raise AutodeltaError(f"full compute of {self.profile.name} produced NaN or inf images; its weights or "
                                  "dtype are broken (try --dtype fp32), so no quality can be measured against it")
@@ -201,10 +207,9 @@ class DiffusionEvaluator:
             deltas: dict[CachedRange, torch.Tensor] = {}
             for recorder in self._recorders:
                 recorder.collect(deltas, len(self.calibration))
-            sketch = self._recorders[0].sketch
+            sketch = self._recorders[0].sketch_doc()
             del self._recorders
-            self.trajectory = Trajectory(self.record, self.steps, len(self.calibration),
-                                         sketch.as_dict() if sketch else {}, deltas)
+            self.trajectory = Trajectory(self.record, self.steps, len(self.calibration), sketch, deltas)
         if path is not None:
             buffer = io.BytesIO()
             doc = {"key": self.reference_key(), "images": images}
@@ -235,27 +240,42 @@ class DiffusionEvaluator:
         """Images of the calibration set with ``plan`` installed, ``[N, C, H, W]`` in [0, 1]."""
         return self._generate(plan)
 
-    def _generate(self, plan: Sequence[Step], count: bool = True, record: bool = False) -> torch.Tensor:
-        """Images of ``plan``; ``record``: also keep the trajectory of ``self.record`` (in ``self._recorders``)."""
-        if count:
-            self.meter.charge(len(self.calibration))
+    def _generate(self, plan: Sequence[Step], stats: bool = True, record: bool = False) -> torch.Tensor:
+        """Images of ``plan``, charged to the meter; ``record``: also keep the trajectory of ``self.record``
+        (in ``self._recorders``); ``stats``: count its blocks in the prefix-reuse figures.
+
+        Every item is charged before it is generated. Out of device memory, the batch is halved
+        and the generation retried; the items the failed attempt finished are charged again.
+        """
+        items = len(self.calibration)
+        self.meter.charge(items)
         while True:
-            offsets = range(0, len(self.calibration), self.batch_size)
+            offsets = range(0, items, self.batch_size)
             self._recorders = [TrajectoryRecorder(self.record, self.steps, offset, len(sampler.seeds))
                                for offset, sampler in zip(offsets, self.samplers)] if record else []
+            finished = 0
             try:
-                return torch.cat([self._generate_batch(i, sampler, tuple(plan), count,
-                                                       self._recorders[i] if record else None)
-                                  for i, sampler in enumerate(self.samplers)])
+                parts = []
+                for i, sampler in enumerate(self.samplers):
+                    parts.append(self._generate_batch(i, sampler, tuple(plan), stats,
+                                                      self._recorders[i] if record else None))
+                    finished += len(sampler.seeds)
+                return torch.cat(parts)
             except torch.OutOfMemoryError:
                 if self.batch_size == 1:
                     raise
                 self.batch_size = max(1, self.batch_size // 2)  # as many items as fit: halve and retry
                 logger.info("out of device memory: generating %d items at a time", self.batch_size)
                 self.samplers, self.prefix = self._make_samplers(), _PrefixCache(self.prefix.max_bytes)
-                torch.cuda.empty_cache()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                try:
+                    self.meter.charge(finished)  # the retry generates again what was finished
+                except WorkExhausted:
+                    self.meter.refund(items - finished)  # only the finished items were generated
+                    raise
 
-    def _generate_batch(self, index: int, sampler: StepSampler, plan: tuple[Step, ...], count: bool,
+    def _generate_batch(self, index: int, sampler: StepSampler, plan: tuple[Step, ...], stats: bool,
                         observer: TrajectoryRecorder | None = None) -> torch.Tensor:
         start = sampler.initial_state()
         for k in range(len(plan) - 1, -1, -1):
@@ -274,7 +294,7 @@ class DiffusionEvaluator:
                 state.deltas = dict(handle.state.deltas)
                 self.prefix.put((index, *_prefix_key(plan, state.step)), state)
             computed = handle.stats.blocks_run
-        if count:
+        if stats:
             self.blocks_computed += computed
             self.blocks_naive += sum(self.num_blocks - (0 if s is None else s.length) for s in plan)
         return sampler.decode(state)
@@ -318,8 +338,10 @@ class EvaluatorFactory:
     batch_size: int | None = None  # None: every item in one batch
     record: tuple[CachedRange, ...] = ()  # spans whose trajectory the reference records (the error model's)
     steps: int | None = None  # sample this many steps instead of the profile's (benchmarks of search cost vs T)
+    reference_phase: str = "reference"  # the ledger's phase for its reference ("report" for held-out items)
 
-    def __call__(self) -> DiffusionEvaluator:
+    def __call__(self, meter: WorkMeter | None = None) -> DiffusionEvaluator:
+        """The evaluator; its reference (and every evaluation) is charged to ``meter`` (a fresh one if not given)."""
         from autodelta.models.devices import parse_dtype
 
         profile = load_profile(self.model)
@@ -331,4 +353,5 @@ class EvaluatorFactory:
                                   cache_dir=self.cache_dir, prefix_reuse=self.prefix_reuse,
                                   resolution=profile.check_resolution(self.resolution),
                                   conditioning=profile.adapter.conditioning(self.prompt_embeds),
-                                  batch_size=self.batch_size, record=self.record)
+                                  batch_size=self.batch_size, record=self.record, meter=meter,
+                                  reference_phase=self.reference_phase)

@@ -64,22 +64,30 @@ class Gains:
     compounding: float = 0.0
     mix: float = 1.0
     correction: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # per-step factors fitted to trials
+    source: str = "probes"  # "prior": no probe measured them
 
     def of(self, step: int, choice: CachedRange) -> float:
         gain = self.replay[step] ** (1 - self.mix) * self.forecast[step] ** self.mix if choice.forecast else \
             self.replay[step]
         return gain * self.correction[choice.order][step] if self.correction else gain
 
+    @classmethod
+    def prior(cls, steps: int) -> Gains:
+        """Equal gains at every step: the model then ranks plans by how far their Δs drift alone, and the
+        trials' calibration corrects it step by step. What a search too small for probes starts from."""
+        return cls((1.0,) * steps, (1.0,) * steps, source="prior")
+
     def as_dict(self) -> dict[str, Any]:
         return {"replay": list(self.replay), "forecast": list(self.forecast), "compounding": self.compounding,
-                "mix": self.mix}
+                "mix": self.mix, "source": self.source}
 
     @classmethod
     def from_dict(cls, doc: Any, steps: int) -> Gains | None:
         """Gains stored in a study, or ``None`` when they are missing or made for another step count."""
         try:
             replay, forecast = tuple(map(float, doc["replay"])), tuple(map(float, doc["forecast"]))
-            gains = cls(replay, forecast, float(doc.get("compounding", 0.0)), float(doc.get("mix", 1.0)))
+            gains = cls(replay, forecast, float(doc.get("compounding", 0.0)), float(doc.get("mix", 1.0)),
+                        source=str(doc.get("source", "probes")))
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
         ok = len(replay) == len(forecast) == steps and all(math.isfinite(g) and g >= 0 for g in replay + forecast)

@@ -84,6 +84,12 @@ class Evaluator(Protocol):
     def subset(self, count: int) -> Evaluator:
         """An evaluator on ``count`` of these items (the cheap fidelity), sharing the meter."""
 
-    def error_model(self, probe: Evaluator, stored: Any) -> tuple[SegmentModel, Any]:
+    def error_model(self, probe: Evaluator | None, stored: Any) -> tuple[SegmentModel, Any]:
         """This evaluator's error model and its JSON-ready calibration: ``stored`` (from a study) when
-        given, else measured by probing on ``probe``."""
+        given, else measured by probing on ``probe``, else (``None``: no room to probe) a prior."""
+
+
+class EvaluatorBuilder(Protocol):
+    """Builds an evaluator in any process (``--jobs`` workers pickle it), charging its work to ``meter``."""
+
+    def __call__(self, meter: WorkMeter | None = None) -> Evaluator: ...

@@ -29,11 +29,12 @@ class SyntheticEvaluator:
 
     probe_count = 0
 
-    def __init__(self, cost: CostModel, steps: int, base: float = 40.0, metric: str = "psnr") -> None:
+    def __init__(self, cost: CostModel, steps: int, base: float = 40.0, metric: str = "psnr",
+                 meter: WorkMeter | None = None) -> None:
         self.cost, self.steps, self.num_blocks = cost, steps, cost.num_blocks
         self.base, self.metric = base, metric
         self.evaluations = 0
-        self.meter = WorkMeter()
+        self.meter = meter if meter is not None else WorkMeter()
 
     @property
     def items(self) -> int:

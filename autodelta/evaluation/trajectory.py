@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from autodelta.errors import AutodeltaError
 from autodelta.plan.schedule import CachedRange
 
 SKETCH_DIM = 4096
@@ -73,12 +74,17 @@ def _rows(delta: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Trajectory:
-    """``deltas[span]``: ``[T, items, dim]`` float32 on the CPU, item ``j``'s Δ of ``span`` at every step."""
+    """``deltas[span]``: ``[T, items, dim]`` float32 on the CPU, item ``j``'s Δ of ``span`` at every step.
+
+    Each span has its own width: spans differ in shape where a block drops a stream (SD3's last
+    block returns no text, so a span ending there has only image tokens). ``sketch`` holds, per
+    span (``"start,length"``), the projection of each call in a step.
+    """
 
     spans: tuple[CachedRange, ...]
     steps: int
     items: int
-    sketch: dict[str, int]
+    sketch: dict[str, list[dict[str, int]]]
     deltas: dict[CachedRange, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -87,7 +93,8 @@ class Trajectory:
 
     def to_doc(self) -> dict[str, Any]:
         return {"spans": [[s.start, s.length] for s in self.spans], "steps": self.steps, "items": self.items,
-                "sketch": dict(self.sketch), "deltas": torch.stack([self.deltas[s] for s in self.spans])}
+                "sketch": {k: [dict(d) for d in v] for k, v in self.sketch.items()},
+                "deltas": [self.deltas[s] for s in self.spans]}
 
     @classmethod
     def from_doc(cls, doc: Any) -> Trajectory | None:
@@ -96,34 +103,52 @@ class Trajectory:
             spans = tuple(CachedRange(int(s), int(n)) for s, n in doc["spans"])
             deltas = doc["deltas"]
             steps, items = int(doc["steps"]), int(doc["items"])
-            if not isinstance(deltas, torch.Tensor) or deltas.dim() != 4 or tuple(deltas.shape[:3]) != (
-                    len(spans), steps, items) or not bool(torch.isfinite(deltas).all()):
+            if isinstance(deltas, torch.Tensor):  # written before spans had their own widths: one stacked tensor
+                deltas = list(deltas) if deltas.dim() == 4 else []
+            if not isinstance(deltas, (list, tuple)) or len(deltas) != len(spans):
                 return None
-            return cls(spans, steps, items, dict(doc["sketch"]), {s: deltas[k] for k, s in enumerate(spans)})
+            for d in deltas:
+                if not isinstance(d, torch.Tensor) or d.dim() != 3 or tuple(d.shape[:2]) != (steps, items) \
+                        or not bool(torch.isfinite(d).all()):
+                    return None
+            sketch = doc.get("sketch") or {}
+            return cls(spans, steps, items, dict(sketch) if isinstance(sketch, dict) else {}, dict(zip(spans, deltas)))
         except (KeyError, TypeError, ValueError):
             return None
+
+
+def span_key(span: CachedRange) -> str:
+    return f"{span.start},{span.length}"
 
 
 class TrajectoryRecorder:
     """A :class:`~autodelta.runtime.DeltaObserver` for one batch of items ``offset … offset+count-1``.
 
     Row ``r`` of a call belongs to item ``r % count`` (a CFG batch repeats the items), so an
-    item's vector is its rows' sketches side by side, in row order, then call order.
+    item's vector is its rows' sketches side by side, in row order, then call order. Each
+    span, and each call in a step, has its own projection: their shapes may differ (SD3's last
+    block drops the text stream; a true-CFG call's negative prompt may be another length).
     """
 
     def __init__(self, spans: Sequence[CachedRange], steps: int, offset: int, count: int, dim: int = SKETCH_DIM) -> None:
         self.spans = frozenset(spans)
         self.steps, self.offset, self.count, self.dim = steps, offset, count, dim
-        self.sketch: Sketch | None = None
-        self._matrices: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        self.sketches: dict[tuple[CachedRange, int], Sketch] = {}
+        self._matrices: dict[tuple[CachedRange, int], tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self.parts: dict[tuple[CachedRange, int], list[torch.Tensor]] = {}
 
     def __call__(self, step: int, call: int, span: CachedRange, delta: torch.Tensor) -> None:
         rows = _rows(delta.detach()).float()
-        if self.sketch is None:
-            self.sketch = Sketch.for_shape(rows.shape[1], rows.shape[2], self.dim)
-            self._matrices = self.sketch.matrices(rows.device)
-        left, right = self._matrices
+        key = (span, call)
+        sketch = self.sketches.get(key)
+        if sketch is None:
+            sketch = self.sketches[key] = Sketch.for_shape(rows.shape[1], rows.shape[2], self.dim)
+            self._matrices[key] = sketch.matrices(rows.device)
+        elif (rows.shape[1], rows.shape[2]) != (sketch.tokens, sketch.channels):
+            raise AutodeltaError(f"the Δ of blocks {span.start}-{span.stop - 1} changed shape between steps "
+                                 f"({sketch.tokens}x{sketch.channels}, then {rows.shape[1]}x{rows.shape[2]}); "
+                                 "the trajectory error model needs one shape per span and call")
+        left, right = self._matrices[key]
         if left is not None:
             rows = left @ rows
         if right is not None:
@@ -131,10 +156,22 @@ class TrajectoryRecorder:
         per_item = rows.reshape(-1, self.count, rows.shape[1] * rows.shape[2]).transpose(0, 1).reshape(self.count, -1)
         self.parts.setdefault((span, step), []).append(per_item.cpu())
 
+    def sketch_doc(self) -> dict[str, list[dict[str, int]]]:
+        """Each span's projections, one per call in a step (what the trajectory stores beside its vectors)."""
+        out: dict[str, list[dict[str, int]]] = {}
+        for (span, _), sketch in sorted(self.sketches.items(), key=lambda kv: (kv[0][0].start, kv[0][0].length,
+                                                                               kv[0][1])):
+            out.setdefault(span_key(span), []).append(sketch.as_dict())
+        return out
+
     def collect(self, into: dict[CachedRange, torch.Tensor], items: int) -> None:
         """Write this batch's vectors into ``into[span]`` (``[T, items, dim]``, created on first use)."""
         for (span, step), parts in self.parts.items():
             vector = torch.cat(parts, dim=1)
             if span not in into:
                 into[span] = torch.zeros(self.steps, items, vector.shape[1])
+            if into[span].shape[2] != vector.shape[1]:
+                raise AutodeltaError(f"the Δ of blocks {span.start}-{span.stop - 1} has {vector.shape[1]} numbers per "
+                                     f"item in one batch and {into[span].shape[2]} in another; generate the reference "
+                                     "in one batch (--batch-size)")
             into[span][step, self.offset : self.offset + self.count] = vector

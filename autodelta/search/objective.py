@@ -16,7 +16,6 @@ from autodelta.search.records import QUALITY_CAP, finite_or_none
 from autodelta.search.samplers.base import ExplicitPlanSampler
 from autodelta.search.settings import SearchSettings
 from autodelta.search.spaces import Param, ParamKind
-from autodelta.search.study import GENERATIONS, generations_by_phase
 
 logger = logging.getLogger(__name__)
 
@@ -29,21 +28,6 @@ class Objective:
         self.metric = get_metric(settings.metric)
         self.reused = 0
         self.exhausted = False
-        self._screened = evaluator.meter.spent.get("screening", 0)
-
-    def _charge_screening(self, trial: optuna.Trial) -> None:
-        """What the sampler screened to propose this trial belongs to it in the ledger."""
-        screened = self.evaluator.meter.spent.get("screening", 0)
-        if screened > self._screened:
-            trial.set_user_attr(f"{GENERATIONS}_screening", screened - self._screened)
-        self._screened = screened
-
-    def _room(self) -> bool:
-        """Whether the study's ledger leaves room for one more evaluation under --max-generations."""
-        bound = self.settings.max_generations
-        if bound is None:
-            return True
-        return sum(generations_by_phase(self.study).values()) + self.evaluator.items <= bound
 
     def _known(self) -> dict[tuple[Any, ...], dict[str, Any]]:
         known = {}
@@ -63,7 +47,6 @@ class Objective:
         values = self.settings.space.sample(suggest, steps, blocks)
         plan = self.settings.space.plan(values, steps, blocks)
         plan_list = encode_plan(plan)
-        self._charge_screening(trial)
         attrs = self._known().get(tuple(map(str, plan_list)))
         if attrs is not None:  # same explicit plan as an earlier trial: answer from the study
             self.reused += 1
@@ -72,15 +55,9 @@ class Objective:
             if "item_mse" in attrs:
                 trial.set_user_attr("item_mse", attrs["item_mse"])
         else:
-            if not self._room():  # the bound is reached: nothing more is generated
-                self.exhausted = True
-                self.study.stop()
-                raise optuna.TrialPruned(f"--max-generations {self.settings.max_generations} reached")
-            trial.set_user_attr(f"{GENERATIONS}_trials", self.evaluator.items)  # reserved while it runs
-            try:
+            try:  # the meter books the work in the study's ledger first, and refuses it past --max-generations
                 evaluation: Evaluation = self.evaluator.evaluate(plan)
             except WorkExhausted:
-                trial.set_user_attr(f"{GENERATIONS}_trials", 0)
                 self.exhausted = True
                 self.study.stop()
                 raise optuna.TrialPruned(f"--max-generations {self.settings.max_generations} reached") from None

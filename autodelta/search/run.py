@@ -3,12 +3,13 @@ bar in item-generations."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,14 +19,15 @@ from tqdm.auto import tqdm
 from autodelta.errors import AutodeltaError, BudgetError
 from autodelta.evaluation.evaluator import Evaluator
 from autodelta.evaluation.metrics import get_metric
+from autodelta.evaluation.work import WorkMeter
 from autodelta.logs import quieted
 from autodelta.plan.cost import Budget, CostModel
+from autodelta.search.ledger import bind_meter, cached_items, generations_by_phase
 from autodelta.search.objective import Objective
 from autodelta.search.records import TrialRecord, best_within_budget, pareto_front, rank_correlation, records
-from autodelta.search.samplers.model import MODEL_ATTR
-from autodelta.search.settings import SearchSettings, probe_items, sampler_name
+from autodelta.search.settings import SearchSettings
 from autodelta.search.spaces import Param, ParamKind, SearchSpace
-from autodelta.search.study import attach_sampler, enqueue_known, generations_by_phase, open_study, record_generations
+from autodelta.search.study import attach_sampler, enqueue_known, open_study
 
 
 def best_reachable_speedup(space: SearchSpace, cost: CostModel, steps: int, samples: int = 400, seed: int = 0) -> float:
@@ -71,6 +73,8 @@ class SearchOutcome:
     interrupted: bool = False
     exhausted: bool = False  # stopped by --max-generations
     generations: dict[str, int] = field(default_factory=dict)  # the study's item-generations by phase
+    run_generations: dict[str, int] = field(default_factory=dict)  # this run's (every process of it), by phase
+    cached: int = 0  # reference items this run read from the cache instead of generating
     model_correlation: tuple[float, int] | None = None  # the error model's Spearman with real scores, and over how many
 
 
@@ -94,13 +98,37 @@ def run_search(evaluator: Evaluator, settings: SearchSettings, progress: bool = 
     the trials in progress (here and in the workers), so every completed trial is kept and
     the outputs can be written; a second one aborts.
     """
-    metric = get_metric(settings.metric)
     for budget in settings.all_budgets:
         check_budget_reachable(settings.space, evaluator.cost, evaluator.steps, budget)
     meter = evaluator.meter
     bar = tqdm(total=0, desc=f"search {settings.space.name} @ {','.join(b.text for b in settings.all_budgets)}",
                disable=None if progress else True, unit="gen")
     start = time.perf_counter()
+    objective = None
+    with _interrupts(bar, workers) as stopping:
+        try:
+            study = _open_with_progress(settings, evaluator, bar)
+            if not study.trials and settings.seed_known:
+                enqueue_known(study, evaluator, settings)
+            objective = Objective(evaluator, settings, study)
+            objective.exhausted = not meter.allows(evaluator.items)  # a study already at its bound: no more trials
+            _optimize(study, objective, settings, bar, workers, stopping)
+        except KeyboardInterrupt:
+            stopping.set()
+        finally:
+            meter.on_charge = None
+            if workers is not None:
+                workers.stop()  # the main process is done: workers finish their trial in progress and exit
+                workers.join()
+            bar.close()
+    if stopping.is_set() and objective is None:
+        raise KeyboardInterrupt  # interrupted before the study had a trial: nothing to write
+    return _outcome(study, settings, objective, meter, evaluator.items, time.perf_counter() - start, stopping.is_set())
+
+
+@contextlib.contextmanager
+def _interrupts(bar: Any, workers: Helpers | None) -> Iterator[threading.Event]:
+    """The first Ctrl-C sets the yielded event (and asks workers to stop after their trial); a second aborts."""
     stopping = threading.Event()
 
     def on_interrupt(signum: int, frame: Any) -> None:
@@ -114,45 +142,46 @@ def run_search(evaluator: Evaluator, settings: SearchSettings, progress: bool = 
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, on_interrupt)
-    objective = None
     try:
-        study = _open_with_progress(settings, evaluator, bar)
-        if not study.trials and settings.seed_known:
-            enqueue_known(study, evaluator, settings)
-        objective = Objective(evaluator, settings, study)
-        done = completed_count(study)
-        _estimate(bar, study, settings, evaluator.items, max(0, settings.trials - done))
-
-        def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            best = best_within_budget(records(study, settings.budget, settings.metric), metric.higher_is_better)
-            if best is not None:
-                bar.set_postfix_str(f"{completed_count(study)}/{settings.trials} trials, best {settings.metric} "
-                                    f"{best.quality:.2f} at {best.speedup:.2f}x")
-            _estimate(bar, study, settings, evaluator.items, max(0, settings.trials - completed_count(study)))
-
-        if workers is not None:
-            workers.start()
-        if done < settings.trials:
-            optimize_until(study, objective, settings.trials, [on_trial],
-                           lambda: stopping.is_set() or (objective is not None and objective.exhausted))
-    except KeyboardInterrupt:
-        stopping.set()
+        yield stopping
     finally:
-        meter.on_charge = None
-        if workers is not None:
-            workers.join()  # they stop by themselves at --trials, or after their trial when asked
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-        bar.close()
-    if stopping.is_set() and objective is None:
-        raise KeyboardInterrupt  # interrupted before the study had a trial: nothing to write
-    interrupted = stopping.is_set()
-    items = records(study, settings.budget, settings.metric)
-    return SearchOutcome(study=study, records=items, best=best_within_budget(items, metric.higher_is_better),
-                         pareto=pareto_front(items, metric.higher_is_better), seconds=time.perf_counter() - start,
+
+
+def _optimize(study: optuna.Study, objective: Objective, settings: SearchSettings, bar: Any,
+              workers: Helpers | None, stopping: threading.Event) -> None:
+    """Trials until ``settings.trials``, the bound or Ctrl-C, with the workers alongside and the bar's total kept true."""
+    metric = get_metric(settings.metric)
+    meter, items = objective.evaluator.meter, objective.evaluator.items
+    _estimate(bar, meter, items, max(0, settings.trials - completed_count(study)))
+
+    def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        best = best_within_budget(records(study, settings.budget, settings.metric), metric.higher_is_better)
+        if best is not None:
+            bar.set_postfix_str(f"{completed_count(study)}/{settings.trials} trials, best {settings.metric} "
+                                f"{best.quality:.2f} at {best.speedup:.2f}x")
+        _estimate(bar, meter, items, max(0, settings.trials - completed_count(study)))
+
+    if objective.exhausted or completed_count(study) >= settings.trials:
+        return
+    if workers is not None:
+        workers.start()
+    optimize_until(study, objective, settings.trials, [on_trial], lambda: stopping.is_set() or objective.exhausted)
+
+
+def _outcome(study: optuna.Study, settings: SearchSettings, objective: Objective | None, meter: WorkMeter, items: int,
+             seconds: float, interrupted: bool) -> SearchOutcome:
+    metric = get_metric(settings.metric)
+    done = records(study, settings.budget, settings.metric)
+    exhausted = bool(objective and objective.exhausted) or not meter.allows(items)
+    return SearchOutcome(study=study, records=done, best=best_within_budget(done, metric.higher_is_better),
+                         pareto=pareto_front(done, metric.higher_is_better), seconds=seconds,
                          duplicates=objective.reused if objective else 0, interrupted=interrupted,
-                         exhausted=bool(objective and objective.exhausted),
-                         generations=generations_by_phase(study), model_correlation=_model_correlation(study, items))
+                         exhausted=exhausted and completed_count(study) < settings.trials,
+                         generations=generations_by_phase(study),
+                         run_generations=generations_by_phase(study, settings.run),
+                         cached=cached_items(study, settings.run), model_correlation=_model_correlation(study, done))
 
 
 def _model_correlation(study: optuna.Study, items: Sequence[TrialRecord]) -> tuple[float, int] | None:
@@ -166,26 +195,13 @@ def _model_correlation(study: optuna.Study, items: Sequence[TrialRecord]) -> tup
 
 
 def _open_with_progress(settings: SearchSettings, evaluator: Evaluator, bar: Any) -> optuna.Study:
-    """Open the study and attach its sampler (the model's probes run here) with every generation on the bar;
-    the reference's and the probes' generations go to the study's ledger, and the bound to the meter."""
-    meter = evaluator.meter
+    """Open the study, book the evaluator's work in its ledger under the bound, and attach its sampler (the
+    model's probes run here, sized to the room the bound leaves), with every generation on the bar."""
+    study = open_study(settings)
+    meter = bind_meter(evaluator.meter, study, settings.run, settings.max_generations)
     bar.total = bar.n = meter.total  # the reference, generated with the evaluator
     meter.on_charge = functools.partial(_advance, bar)
-    study = open_study(settings)
-    record_generations(study, meter.unbooked("reference"))
-    if settings.max_generations is not None:
-        room = settings.max_generations - sum(generations_by_phase(study).values())
-        probes = 0
-        if sampler_name(settings) == "model" and study.user_attrs.get(MODEL_ATTR) is None:
-            probes = evaluator.probe_count * probe_items(evaluator.items)
-        if room < probes + evaluator.items:
-            raise AutodeltaError(
-                f"--max-generations {settings.max_generations} leaves room for {max(room, 0)} more item-generations, "
-                f"but the error model's probes need {probes} and one trial {evaluator.items}; raise it to at least "
-                f"{settings.max_generations - room + probes + evaluator.items}")
-        meter.limit = meter.total + room
     attach_sampler(study, settings, evaluator)
-    record_generations(study, meter.unbooked("model"))
     return study
 
 
@@ -195,11 +211,12 @@ def _advance(bar: Any, items: int) -> None:
     bar.update(items)
 
 
-def _estimate(bar: Any, study: optuna.Study, settings: SearchSettings, items: int, remaining: int) -> None:
+def _estimate(bar: Any, meter: WorkMeter, items: int, remaining: int) -> None:
     """What the bar expects in all: what was spent, plus one evaluation per remaining trial (capped by the bound)."""
     total = bar.n + remaining * items
-    if settings.max_generations is not None:
-        total = min(total, max(bar.n, settings.max_generations - sum(generations_by_phase(study).values()) + bar.n))
+    room = meter.room()
+    if room is not None:
+        total = min(total, bar.n + room)
     bar.total = max(total, bar.n)
     bar.refresh()
 

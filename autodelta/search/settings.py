@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ class SearchSettings:
     extra_attrs: dict[str, Any] = field(default_factory=dict)
     budgets: tuple[Budget, ...] = ()  # several budgets served by one study (``budget`` is then the loosest)
     max_generations: int | None = None  # bound on the study's item-generations, every phase included
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])  # this command's bookings in the ledger
 
     @property
     def all_budgets(self) -> tuple[Budget, ...]:
@@ -47,14 +49,20 @@ OTHER_TRIALS = 60
 """Default trials of the other samplers (the pre-model default)."""
 
 
-
-
 def check_sampler(name: str, space: SearchSpace | None = None) -> None:
     if name not in SAMPLERS:
         raise AutodeltaError(f"unknown sampler {name!r}; use one of {', '.join(SAMPLERS)}")
     if space is not None and not space.family_impl.accepts(name):
         raise AutodeltaError(f"sampler {name!r} searches per-step spaces (explicit), not {space.name} ({space.family}); "
                              "use --sampler tpe there, or --space explicit")
+
+
+def check_settings(settings: SearchSettings) -> None:
+    """What no single option shows: several budgets need a sampler that serves them all from one study."""
+    if settings.budgets and sampler_name(settings) != "model":
+        raise AutodeltaError(f"--budgets serves several budgets from one study only with the model sampler, not "
+                             f"{sampler_name(settings)} (its study aims at one budget); run one search per --budget, "
+                             "or use --sampler model on the explicit space")
 
 
 def default_trials(settings: SearchSettings) -> int:
@@ -64,10 +72,26 @@ def default_trials(settings: SearchSettings) -> int:
     return OTHER_TRIALS
 
 
-def minimum_generations(settings: SearchSettings, items: int, steps: int) -> int:
-    """The least item-generations a fresh study needs: the reference, the model's probes, one trial."""
-    probes = (2 * steps - 3) * probe_items(items) if sampler_name(settings) == "model" else 0
-    return 2 * items + probes
+def minimum_generations(items: int) -> int:
+    """The least item-generations a fresh study needs for a verified schedule: the reference and one trial.
+
+    The model's probes are not needed: under a bound too small for them the model starts from
+    its prior (:meth:`~autodelta.evaluation.error_model.Gains.prior`) and the trials calibrate it.
+    """
+    return 2 * items
+
+
+TRIALS_AFTER_PROBES = 2
+"""Under a bound, the model's probes leave room for at least this many trials (its DP plan and one more)."""
+
+
+def probe_items_within(room: int | None, items: int, probes_per_item: int) -> int:
+    """How many items the model's probes use: :func:`probe_items`, or fewer where ``room`` (what the bound
+    leaves) would otherwise crowd out :data:`TRIALS_AFTER_PROBES` trials; 0 means no probes (the prior)."""
+    wanted = probe_items(items)
+    if room is None or probes_per_item <= 0:
+        return wanted
+    return max(0, min(wanted, (room - TRIALS_AFTER_PROBES * items) // probes_per_item))
 
 
 def sampler_name(settings: SearchSettings) -> str:

@@ -12,12 +12,11 @@ import optuna
 from autodelta.errors import AutodeltaError
 from autodelta.evaluation.evaluator import Evaluator
 from autodelta.evaluation.metrics import get_metric
-from autodelta.evaluation.work import PHASES
 from autodelta.logs import quieted
 from autodelta.plan.cost import Budget, paper_rule
 from autodelta.plan.schedule import Step
 from autodelta.search.families.base import PLAN_SAMPLERS
-from autodelta.search.settings import SearchSettings, check_sampler, probe_items, sampler_name, screen_items
+from autodelta.search.settings import SearchSettings, check_sampler, sampler_name, screen_items
 from autodelta.search.spaces import ParamKind, known_seeds
 from autodelta.search.storage import backend_of, make_storage, redact_text, redact_url
 
@@ -49,8 +48,9 @@ def screen_evaluator(evaluator: Evaluator, items: int | None = None) -> Evaluato
     return evaluator.subset(count) if count < evaluator.items else evaluator
 
 
-def attach_sampler(study: optuna.Study, settings: SearchSettings, evaluator: Evaluator) -> None:
-    """Put the plan samplers in place (the model's probes run here, once per study)."""
+def attach_sampler(study: optuna.Study, settings: SearchSettings, evaluator: Evaluator, probing: bool = True) -> None:
+    """Put the plan samplers in place (the model's probes run here, once per study, unless ``probing`` is off:
+    workers take the model the main process stored)."""
     name = sampler_name(settings)
     if name == "local":
         from autodelta.search.samplers.local import PlanSampler
@@ -60,9 +60,7 @@ def attach_sampler(study: optuna.Study, settings: SearchSettings, evaluator: Eva
     elif name == "model":
         from autodelta.search.samplers.model import ModelSampler, prepare_model
 
-        probe = evaluator.subset(probe_items(evaluator.items)) if probe_items(evaluator.items) < evaluator.items \
-            else evaluator
-        model = prepare_model(study, evaluator, probe, evaluator.meter)
+        model = prepare_model(study, evaluator, evaluator.meter, probing)
         study.sampler = ModelSampler(settings.space, evaluator, settings.all_budgets, model, settings.metric,
                                      seed=settings.seed)
 
@@ -114,30 +112,6 @@ def open_study(settings: SearchSettings, evaluator: Evaluator | None = None) -> 
     if evaluator is not None:
         attach_sampler(study, settings, evaluator)
     return study
-
-
-GENERATIONS = "generations"
-"""Study attribute: item-generations by phase that belong to no trial (reference, model probes)."""
-
-
-def record_generations(study: optuna.Study, spent: dict[str, int]) -> None:
-    """Add this process's reference and probe generations to the study's ledger."""
-    extra = {k: v for k, v in spent.items() if k in ("reference", "model") and v}
-    if extra:
-        ledger = dict(study.user_attrs.get(GENERATIONS, {}))
-        for key, value in extra.items():
-            ledger[key] = ledger.get(key, 0) + value
-        study.set_user_attr(GENERATIONS, ledger)
-
-
-def generations_by_phase(study: optuna.Study) -> dict[str, int]:
-    """The study's item-generations by phase: its ledger plus what each trial spent (screening, evaluation)."""
-    out = dict.fromkeys(PHASES, 0)
-    out.update({k: int(v) for k, v in study.user_attrs.get(GENERATIONS, {}).items()})
-    for t in study.get_trials(deepcopy=False):
-        for phase in ("screening", "trials"):
-            out[phase] += int(t.user_attrs.get(f"{GENERATIONS}_{phase}", 0))
-    return out
 
 
 _RACES = ("duplicate key", "already exists", "database is locked", "UniqueViolation", "IntegrityError")

@@ -9,19 +9,24 @@ instead of searching on alone.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from autodelta.evaluation.evaluator import Evaluator
+from autodelta.evaluation.evaluator import EvaluatorBuilder
+from autodelta.evaluation.work import WorkExhausted, WorkMeter
+from autodelta.search.ledger import bind_meter
 from autodelta.search.objective import Objective
 from autodelta.search.run import optimize_until
 from autodelta.search.settings import SearchSettings
-from autodelta.search.study import open_study
+from autodelta.search.study import attach_sampler, open_study
+
+logger = logging.getLogger(__name__)
 
 
 def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
@@ -36,13 +41,25 @@ def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="autodelta-parent-watch", daemon=True).start()
 
 
-def worker_main(factory: Callable[[], Evaluator], settings: SearchSettings, stop: Any, parent: int) -> None:
-    """Body of one worker process: same study, same stop rule, stops after its trial when asked."""
+def worker_main(factory: EvaluatorBuilder, settings: SearchSettings, stop: Any, parent: int) -> None:
+    """Body of one worker process: same study, same ledger and bound, stops after its trial when asked.
+
+    It books everything it generates (its reference, when the cache misses, and its trials) in
+    the study's ledger, and stops at ``--trials``, at the bound, or when the main process asks.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides; we finish the trial in progress
     _exit_with_parent(parent)
-    evaluator = factory()
-    study = open_study(settings, evaluator)
-    optimize_until(study, Objective(evaluator, settings, study), settings.trials, [], stop.is_set)
+    study = open_study(settings)
+    meter = bind_meter(WorkMeter(), study, settings.run, settings.max_generations)
+    try:
+        evaluator = factory(meter)
+        attach_sampler(study, settings, evaluator, probing=False)  # the main process probed, or chose not to
+    except WorkExhausted as exc:
+        logger.info("worker: %s; nothing left to do", exc)
+        return
+    objective = Objective(evaluator, settings, study)
+    if meter.allows(evaluator.items):
+        optimize_until(study, objective, settings.trials, [], lambda: stop.is_set() or objective.exhausted)
 
 
 class WorkerPool:
@@ -52,7 +69,7 @@ class WorkerPool:
     puts worker i on its own GPU.
     """
 
-    def __init__(self, factories: Sequence[Callable[[], Evaluator]], settings: SearchSettings) -> None:
+    def __init__(self, factories: Sequence[EvaluatorBuilder], settings: SearchSettings) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._stop = ctx.Event()
         self.processes = [ctx.Process(target=worker_main, args=(factory, settings, self._stop, os.getpid()),

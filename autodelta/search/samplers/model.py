@@ -31,11 +31,12 @@ import optuna
 
 from autodelta.errors import AutodeltaError
 from autodelta.evaluation.evaluator import Evaluator
-from autodelta.evaluation.work import WorkMeter
+from autodelta.evaluation.work import WorkExhausted, WorkMeter
 from autodelta.plan.cost import Budget
 from autodelta.search.dp import PlanFront, SegmentModel, plan_front
 from autodelta.search.samplers.base import ExplicitPlanSampler, StudyPlans
 from autodelta.search.samplers.moves import Plan, neighbours
+from autodelta.search.settings import probe_items_within
 from autodelta.search.spaces import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -105,17 +106,27 @@ class ModelSampler(ExplicitPlanSampler):
         return self.perturb(start, held.taken, number, budget) if start is not None else None
 
 
-def prepare_model(study: optuna.Study, evaluator: Evaluator, probe: Evaluator, meter: WorkMeter) -> SegmentModel:
-    """The evaluator's error model, calibrated by probes once per study (their gains are kept in the study)."""
+def prepare_model(study: optuna.Study, evaluator: Evaluator, meter: WorkMeter, probing: bool = True) -> SegmentModel:
+    """The evaluator's error model, calibrated by probes once per study (their gains are kept in the study).
+
+    The probes take as many items as the bound leaves room for (:func:`probe_items_within`);
+    with no room, or in a worker (``probing=False``), the model starts from the stored gains or
+    the prior. A study that started from the prior probes when a later run has the room.
+    """
     stored = study.user_attrs.get(MODEL_ATTR)
-    with meter.during("model"):
-        model, calibration = evaluator.error_model(probe, stored)
-    if calibration and stored is None:
+    prior = isinstance(stored, dict) and stored.get("source") == "prior"
+    count = probe_items_within(meter.room(), evaluator.items, evaluator.probe_count) if probing else 0
+    if stored is not None and not (prior and count > 0):
+        model, _ = evaluator.error_model(None, stored)
+        return model
+    probe = None if count == 0 else evaluator.subset(count) if count < evaluator.items else evaluator
+    try:
+        with meter.during("model"):
+            model, calibration = evaluator.error_model(probe, None)
+    except WorkExhausted:  # another process of the study took the room meanwhile: start from the prior
+        logger.warning("--max-generations %s left no room for the error model's probes; starting from its prior",
+                       meter.bound)
+        model, calibration = evaluator.error_model(None, None)
+    if calibration and (probing or stored is None):
         study.set_user_attr(MODEL_ATTR, calibration)
     return model
-
-
-def probe_cost(evaluator: Evaluator, probe: Evaluator) -> int:
-    """Item-generations the model's probes take (0 when the evaluator's model needs none)."""
-    return evaluator.probe_count * probe.items
-
