@@ -10,11 +10,18 @@ phase counted), and the paper's rule schedule.
 Part 2, per model: the default search's item-generations at T = 20, 28 and 50 sampling
 steps (the proxies run at those step counts), to show how its cost grows with T.
 
+Part 3, per model and budget: the anytime curve. The default search under each
+``--max-generations`` (40, the least it accepts at 20 calibration items: the reference and one
+trial; then 50, 100, 200, 400 and no bound), each from a fresh reference cache so the bound
+pays for the reference, and the held-out PSNR of the schedule it writes, beside the paper's
+rule.
+
 Targets (issue "search cost"): at 1.6x, 2x and 3x, held-out quality within 0.3 dB of the
 previous default using at most 20% of its item-generations; item-generations at most
-linear in T.
+linear in T. (Issue "search trust"): the least accepted bound writes a verified schedule.
 
     python benchmarks/search.py [--models tiny-dit,tiny-dit-p2] [--budgets 1.6x,2x,3x] [--steps 20,28,50]
+        [--bounds 40,50,100,200,400,default] [--parts quality,steps,bounds]
 """
 
 from __future__ import annotations
@@ -29,13 +36,18 @@ from pathlib import Path
 import diffusers
 import torch
 
+from autodelta.errors import AutodeltaError
 from autodelta.evaluation.diffusion import EvaluatorFactory
+from autodelta.evaluation.work import WorkMeter
 from autodelta.models.loading import load_profile
 from autodelta.plan.cost import paper_rule, parse_budget
 from autodelta.plan.schedule import Step
-from autodelta.search.run import SearchOutcome, run_search
+from autodelta.search.ledger import bind_meter
+from autodelta.search.results import summarize
+from autodelta.search.run import SearchOutcome, completed_count, run_search
 from autodelta.search.settings import SearchSettings, default_trials
 from autodelta.search.spaces import load_space
+from autodelta.search.study import open_study
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -127,6 +139,50 @@ def steps_part(model: str, steps: list[int], budget: str) -> list[str]:
     return lines
 
 
+def bounds_part(model: str, budgets: list[str], bounds: list[int | None]) -> list[str]:
+    """The anytime curve: the search under each --max-generations, from a fresh reference cache (so the bound
+    pays for the reference), the schedule it writes scored on held-out items. The least bound is 2 × items."""
+    profile = load_profile(model)
+    space = load_space("explicit", profile.steps, profile.num_blocks)
+    held = EvaluatorFactory(model, heldout=True, cache_dir=tempfile.mkdtemp(prefix="autodelta-refs-"))()
+    lines = [f"## {model}: held-out PSNR dB of the schedule written under --max-generations (fresh cache)", "",
+             "| budget | paper rule | " + " | ".join(_bound_name(b) for b in bounds) + " |",
+             "|---|---|" + "---|" * len(bounds)]
+    for budget_text in budgets:
+        budget = parse_budget(budget_text)
+        paper = held.evaluate(paper_rule(held.cost, profile.steps, budget).plan(profile.steps, profile.num_blocks))
+        cells = []
+        for bound in bounds:
+            out = Path(tempfile.mkdtemp(prefix="autodelta-bench-bound-"))
+            settings = SearchSettings(budget=budget, space=space, trials=0, storage=f"sqlite:///{out / 'study.db'}",
+                                      study_name=f"bound-{bound}", model=model, max_generations=bound)
+            settings.trials = default_trials(settings)
+            factory = EvaluatorFactory(model, cache_dir=tempfile.mkdtemp(prefix="autodelta-refs-"),
+                                       record=space.range_set(profile.num_blocks))
+            meter = bind_meter(WorkMeter(), open_study(settings), settings.run, bound)
+            evaluator = factory(meter)
+            outcome = run_search(evaluator, settings, progress=False)
+            try:
+                result = summarize(outcome, settings, evaluator, None).budgets[0]
+            except AutodeltaError as exc:
+                cells.append(f"no schedule ({exc})")
+                continue
+            spent = sum(outcome.generations.values())
+            score = held.evaluate(result.best.plan).metrics["psnr"]
+            source = ", paper rule" if result.paper_chosen else ""
+            cells.append(f"{score:.2f} at {result.best.speedup:.3f}x ({spent} gens, {completed_count(outcome.study)} "
+                         f"trials{source})")
+            print(f"{model} {budget_text} bound {_bound_name(bound)}: {cells[-1]}", flush=True)
+        row = f"| {budget_text} | {paper.metrics['psnr']:.2f} at {paper.speedup:.3f}x | " + " | ".join(cells) + " |"
+        lines.append(row)
+        print(row, flush=True)
+    return lines
+
+
+def _bound_name(bound: int | None) -> str:
+    return "default (no bound)" if bound is None else f"≤ {bound}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny-dit,tiny-dit-p2")
@@ -134,16 +190,25 @@ def main() -> None:
     parser.add_argument("--steps", default="20,28,50", help="T values of part 2 (empty: skip it)")
     parser.add_argument("--steps-budget", default="1.6x")
     parser.add_argument("--old-trials", type=int, default=60, help="trials of the previous default (its default)")
+    parser.add_argument("--bounds", default="40,50,100,200,400,default",
+                        help="--max-generations of part 3, the anytime curve ('default': none; empty: skip it)")
+    parser.add_argument("--parts", default="quality,steps,bounds", help="which parts to run")
     parser.add_argument("--out", default=str(RESULTS / "search.md"))
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    budgets = [b for b in args.budgets.split(",") if b]
     machine = (f"{platform.machine()} CPU, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
                f"diffusers {diffusers.__version__}")
     lines = ["# python benchmarks/search.py", "", f"Machine: {machine}.", ""]
     print(lines[2], flush=True)
     for model in args.models.split(","):
-        lines += quality_part(model, [b for b in args.budgets.split(",") if b], args.old_trials) + [""]
-        if args.steps:
+        if "quality" in parts:
+            lines += quality_part(model, budgets, args.old_trials) + [""]
+        if "steps" in parts and args.steps:
             lines += steps_part(model, [int(t) for t in args.steps.split(",")], args.steps_budget) + [""]
+        if "bounds" in parts and args.bounds:
+            bounds = [None if b == "default" else int(b) for b in args.bounds.split(",")]
+            lines += bounds_part(model, budgets, bounds) + [""]
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
 

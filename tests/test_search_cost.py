@@ -181,20 +181,27 @@ def test_max_generations_is_never_exceeded(tmp_path, sampler):
 
 
 def test_one_study_serves_every_budget_for_less_than_separate_searches(tmp_path):
-    budgets = parse_budgets("1.3x,1.6x,2x,2.5x,3x")
-    assert [b.text for b in budgets] == ["1.3x", "1.6x", "2x", "2.5x", "3x"]
-    settings = SearchSettings(budget=budgets[0], budgets=tuple(budgets), space=load_space("explicit", 20, 28),
-                              trials=30, storage=None, model="synthetic")
-    evaluator = SyntheticEvaluator(CostModel.seeded(28, seed=5), 20)
+    """ModelWorld (hidden gains, a prior model): one study of 40 trials serves 1.6x, 2x and 3x, and each budget's
+    best closes at least half the gap between the prior's first plan and the true optimum."""
+    from tests.factories import ModelWorld
+
+    budgets = parse_budgets("2x,1.6x,3x")
+    assert [b.text for b in budgets] == ["1.6x", "2x", "3x"]
+    world = ModelWorld(seed=1)
+    settings = SearchSettings(budget=budgets[0], budgets=tuple(budgets), space=world.space, trials=40, storage=None,
+                              model="world", seed_known=False)
+    evaluator = world.evaluator()
     outcome = run_search(evaluator, settings, progress=False)
-    front = plan_front(SyntheticModel(evaluator), evaluator.cost, settings.space.range_set(28))
     from autodelta.search.records import best_within_budget, records
 
+    truth = plan_front(world.truth, world.cost, world.choices)
+    prior = plan_front(world.prior, world.cost, world.choices)
     for budget in budgets:
         best = best_within_budget(records(outcome.study, budget, "psnr"))
-        optimum = front.best(budget, evaluator.cost)
-        assert best is not None and best.quality >= evaluator.base - evaluator.loss(optimum) - 1e-9
-    assert evaluator.evaluations <= 30
+        optimum = world.truth.quality(truth.best(budget, world.cost))
+        first = world.truth.quality(prior.best(budget, world.cost))
+        assert best is not None and best.quality >= first + (optimum - first) / 2 - 1e-9
+    assert evaluator.meter.total <= 40 * world.items
 
 
 def test_resume_and_a_second_run_spend_nothing_again_on_the_reference_or_the_model(profile, tmp_path):
@@ -249,25 +256,28 @@ def test_a_work_meter_refuses_work_past_its_bound_before_doing_it():
     assert meter.total == 10
 
 
-def _random_plans(count: int, steps: int, choices, cost, seed: int = 0):
-    """Plans of the explicit space spread over 1.3x-3x: random Δ steps added until each budget is met."""
+def _plans_at_equal_speedup(count: int, steps: int, choices, cost, budget, seed: int = 0):
+    """Distinct plans of the explicit space that meet ``budget`` and exceed it by at most 2% (so equal MACs within
+    2%): random Δ steps added until the budget is met."""
     import random
 
     from autodelta.plan.schedule import canonical
 
     rng = random.Random(seed)
-    plans = []
-    for k in range(count):
-        budget = parse_budget(("1.3x", "1.6x", "2x", "2.5x", "3x")[k % 5])
+    plans: list = []
+    while len(plans) < count:
         plan = [None] * steps
         while not budget.met_by(cost, plan):
             plan[rng.randrange(1, steps)] = rng.choice(choices)
-        plans.append(canonical(plan))
+        plan = canonical(plan)
+        if budget.met_by(cost, plan) and cost.speedup(plan) <= 1.02 * budget.speedup and plan not in plans:
+            plans.append(plan)
     return plans
 
 
-def test_the_error_model_ranks_real_plans_on_tiny_dit(capsys):
-    """Probes on 4 items, then 15 plans over 1.3x-3x generated for real on 8: the model ranks them."""
+def test_the_error_model_ranks_real_plans_of_equal_speedup_on_tiny_dit(capsys):
+    """Probes on 4 items, then 15 plans at 2x (MACs within 2%) generated for real on 8 items: the model ranks
+    them, and speed-up alone cannot (measured: Spearman 0.85 for the model, -0.09 for speed-up)."""
     from autodelta.models.loading import load_profile
     from autodelta.search.records import rank_correlation
 
@@ -276,9 +286,11 @@ def test_the_error_model_ranks_real_plans_on_tiny_dit(capsys):
     evaluator = DiffusionEvaluator(profile, profile.load_pipeline(), CalibrationSet.from_profile(profile, 8),
                                    record=choices)
     model, _ = evaluator.error_model(evaluator.subset(4), None)
-    plans = _random_plans(15, profile.steps, choices, evaluator.cost)
-    pairs = [(model.quality(p), evaluator.evaluate(p).metrics["psnr"]) for p in plans]
-    rho, count = rank_correlation(pairs)
+    plans = _plans_at_equal_speedup(15, profile.steps, choices, evaluator.cost, parse_budget("2x"))
+    real = [evaluator.evaluate(p).metrics["psnr"] for p in plans]
+    rho, count = rank_correlation([(model.quality(p), r) for p, r in zip(plans, real)])
+    by_speed, _ = rank_correlation([(evaluator.cost.speedup(p), r) for p, r in zip(plans, real)])
     with capsys.disabled():
-        print(f"\nerror model vs real PSNR, tiny-dit, {count} plans over 1.3x-3x: Spearman {rho:.3f}")
-    assert rho >= 0.85  # measured 0.954 on this machine; 0.97 over 250 plans on all 20 items
+        print(f"\nerror model vs real PSNR, tiny-dit, {count} plans at 2x (MACs within 2%): Spearman {rho:.3f} "
+              f"(speed-up alone {by_speed:.3f}; real spread {max(real) - min(real):.1f} dB)")
+    assert rho >= 0.6 and abs(by_speed) < 0.4

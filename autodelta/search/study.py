@@ -125,10 +125,12 @@ def _schema_race(exc: BaseException) -> bool:
 def enqueue_known(study: optuna.Study, evaluator: Evaluator, settings: SearchSettings) -> list[str]:
     """Queue the paper rule's schedule and the baselines that the space can express.
 
-    With several budgets, the paper rule at each; the model sampler takes only the paper
-    rule (its own seeds come from the DP, and every trial costs a full evaluation).
+    With several budgets, the paper rule at each. The model sampler takes none: it proposes the
+    paper rule itself after its own first plan (every trial costs a full evaluation, and under a
+    bound of one trial the model's plan comes first).
     """
-    only_rule = sampler_name(settings) == "model"
+    if sampler_name(settings) == "model":
+        return []  # the model sampler proposes the paper rule itself, right after its own first plan
     labels = []
     for budget in settings.all_budgets:
         rule = paper_rule(evaluator.cost, evaluator.steps, budget)
@@ -137,8 +139,6 @@ def enqueue_known(study: optuna.Study, evaluator: Evaluator, settings: SearchSet
             return budget.met_by(evaluator.cost, plan)
 
         for label, values in known_seeds(settings.space, rule, evaluator.steps, evaluator.num_blocks, fits):
-            if only_rule and label != "paper rule":
-                continue
             label = label if not settings.budgets else f"{label} {budget}"
             free = {p.name: values[p.name] for p in settings.space.expanded(evaluator.steps) if p.kind is not ParamKind.FIXED}
             study.enqueue_trial(free, user_attrs={"seed_label": label}, skip_if_exists=True)

@@ -4,7 +4,8 @@ Every generation after the model's probes is a trial (no screening), and the mod
 proposes each one:
 
 1. **DP seeds**: the calibrated model's best plan for the budget
-   (:func:`~autodelta.search.dp.plan_front`: every budget at once), then each alternative
+   (:func:`~autodelta.search.dp.plan_front`: every budget at once), then the paper rule's
+   plan where the space expresses it (the baseline to beat), then each alternative
    reading's (:meth:`~autodelta.search.dp.SegmentModel.alternatives`), while untried.
 2. **Model-ranked local search**: around the best real trials (a beam), the untried
    neighbour (:func:`~autodelta.search.samplers.moves.neighbours`) with the best optimistic score:
@@ -32,8 +33,9 @@ import optuna
 from autodelta.errors import AutodeltaError
 from autodelta.evaluation.evaluator import Evaluator
 from autodelta.evaluation.work import WorkExhausted, WorkMeter
-from autodelta.plan.cost import Budget
+from autodelta.plan.cost import Budget, paper_rule
 from autodelta.search.dp import PlanFront, SegmentModel, plan_front
+from autodelta.search.families.explicit import plan_values
 from autodelta.search.samplers.base import ExplicitPlanSampler, StudyPlans
 from autodelta.search.samplers.moves import Plan, neighbours
 from autodelta.search.settings import probe_items_within
@@ -59,7 +61,17 @@ class ModelSampler(ExplicitPlanSampler):
         self.model = model
         self.beam, self.patience, self.explore = beam, patience, explore
         self._fronts: dict[int, PlanFront] = {}
+        self._papers: dict[Budget, Plan | None] = {}
         self._calibration: tuple[frozenset[Plan], SegmentModel] = (frozenset(), model)
+
+    def paper_plan(self, budget: Budget) -> Plan | None:
+        """The paper rule's plan at ``budget`` when the space expresses it: the baseline the search must beat,
+        measured right after the model's first plan (so a bound of one trial still gets the model's plan)."""
+        if budget not in self._papers:
+            plan = tuple(paper_rule(self.cost, self.steps, budget).plan(self.steps, self.num_blocks))
+            fits = plan_values(plan, self.ranges) is not None and self.fits(plan, budget)
+            self._papers[budget] = plan if fits else None
+        return self._papers[budget]
 
     def front(self, model: SegmentModel) -> PlanFront:
         """The DP's plans under ``model``: computed once per model object (calibration picks among a few)."""
@@ -89,10 +101,13 @@ class ModelSampler(ExplicitPlanSampler):
         budget = self.target(held)
         model = self.calibrated(held)
         seed = None
-        for candidate in (model, *self.model.alternatives()):  # the calibrated model's plan, then each reading's
-            seed = self.front(candidate).best(budget, self.cost)
+        for k, candidate in enumerate((model, *self.model.alternatives())):  # the calibrated model's plan, then
+            seed = self.front(candidate).best(budget, self.cost)                # the paper rule's, then each reading's
             if seed is not None and seed not in held.taken:
                 return seed
+            paper = self.paper_plan(budget)
+            if k == 0 and paper is not None and paper not in held.taken:
+                return paper
         done = held.done
         incumbents = sorted((p for p in done if self.fits(p, budget)), key=lambda p: -done[p])
         for incumbent in incumbents[: self.beam]:
