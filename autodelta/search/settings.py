@@ -24,7 +24,8 @@ class SearchSettings:
     resume_any: bool = False
     model: str = "model"
     seed_known: bool = True
-    screen_items: int | None = None  # the screening / probing subset (None: a quarter, at least 4)
+    screen_items: int | None = None  # the local sampler's screening subset (None: a quarter, at least 4)
+    probe_items: int | None = None  # items the model's probes use (None: as the bound allows; 0: the prior)
     extra_attrs: dict[str, Any] = field(default_factory=dict)
     budgets: tuple[Budget, ...] = ()  # several budgets served by one study (``budget`` is then the loosest)
     max_generations: int | None = None  # bound on the study's item-generations, every phase included
@@ -85,10 +86,10 @@ TRIALS_AFTER_PROBES = 2
 """Under a bound, the model's probes leave room for at least this many trials (its DP plan and one more)."""
 
 
-def probe_items_within(room: int | None, items: int, probes_per_item: int) -> int:
-    """How many items the model's probes use: :func:`probe_items`, or fewer where ``room`` (what the bound
-    leaves) would otherwise crowd out :data:`TRIALS_AFTER_PROBES` trials; 0 means no probes (the prior)."""
-    wanted = probe_items(items)
+def probe_items_within(room: int | None, items: int, probes_per_item: int, asked: int | None = None) -> int:
+    """How many items the model's probes use: ``asked``, else :func:`probe_items`, or fewer where ``room`` (what
+    the bound leaves) would otherwise crowd out :data:`TRIALS_AFTER_PROBES` trials; 0 means no probes (the prior)."""
+    wanted = probe_items(items) if asked is None else min(asked, items)
     if room is None or probes_per_item <= 0:
         return wanted
     return max(0, min(wanted, (room - TRIALS_AFTER_PROBES * items) // probes_per_item))

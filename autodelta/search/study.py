@@ -60,7 +60,7 @@ def attach_sampler(study: optuna.Study, settings: SearchSettings, evaluator: Eva
     elif name == "model":
         from autodelta.search.samplers.model import ModelSampler, prepare_model
 
-        model = prepare_model(study, evaluator, evaluator.meter, probing)
+        model = prepare_model(study, evaluator, evaluator.meter, probing, settings.probe_items)
         study.sampler = ModelSampler(settings.space, evaluator, settings.all_budgets, model, settings.metric,
                                      seed=settings.seed)
 

@@ -121,7 +121,8 @@ class ModelSampler(ExplicitPlanSampler):
         return self.perturb(start, held.taken, number, budget) if start is not None else None
 
 
-def prepare_model(study: optuna.Study, evaluator: Evaluator, meter: WorkMeter, probing: bool = True) -> SegmentModel:
+def prepare_model(study: optuna.Study, evaluator: Evaluator, meter: WorkMeter, probing: bool = True,
+                  asked: int | None = None) -> SegmentModel:
     """The evaluator's error model, calibrated by probes once per study (their gains are kept in the study).
 
     The probes take as many items as the bound leaves room for (:func:`probe_items_within`);
@@ -130,7 +131,7 @@ def prepare_model(study: optuna.Study, evaluator: Evaluator, meter: WorkMeter, p
     """
     stored = study.user_attrs.get(MODEL_ATTR)
     prior = isinstance(stored, dict) and stored.get("source") == "prior"
-    count = probe_items_within(meter.room(), evaluator.items, evaluator.probe_count) if probing else 0
+    count = probe_items_within(meter.room(), evaluator.items, evaluator.probe_count, asked) if probing else 0
     if stored is not None and not (prior and count > 0):
         model, _ = evaluator.error_model(None, stored)
         return model
