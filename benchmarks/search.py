@@ -140,7 +140,7 @@ def steps_part(model: str, steps: list[int], budget: str) -> list[str]:
 
 
 def bounds_part(model: str, budgets: list[str], bounds: list[int | None], probes: int | None = None,
-                trials: int | None = None) -> list[str]:
+                trials: int | None = None, screen: int = 0, screen_items: int | None = None) -> list[str]:
     """The anytime curve: the search under each --max-generations, from a fresh reference cache (so the bound
     pays for the reference), the schedule it writes scored on held-out items. The least bound is 2 × items."""
     profile = load_profile(model)
@@ -157,7 +157,7 @@ def bounds_part(model: str, budgets: list[str], bounds: list[int | None], probes
             out = Path(tempfile.mkdtemp(prefix="autodelta-bench-bound-"))
             settings = SearchSettings(budget=budget, space=space, trials=0, storage=f"sqlite:///{out / 'study.db'}",
                                       study_name=f"bound-{bound}", model=model, max_generations=bound,
-                                      probe_items=probes)
+                                      probe_items=probes, model_screen=screen, screen_items=screen_items)
             settings.trials = trials or default_trials(settings)
             factory = EvaluatorFactory(model, cache_dir=tempfile.mkdtemp(prefix="autodelta-refs-"),
                                        record=space.range_set(profile.num_blocks))
@@ -197,6 +197,8 @@ def main() -> None:
     parser.add_argument("--parts", default="quality,steps,bounds", help="which parts to run")
     parser.add_argument("--probe-items", type=int, default=None, help="part 3: items the probes use (0: the prior)")
     parser.add_argument("--trials", type=int, default=None, help="part 3: trials (default: the search's)")
+    parser.add_argument("--screen", type=int, default=0, help="part 3: candidates the model sampler screens per trial")
+    parser.add_argument("--screen-items", type=int, default=None, help="part 3: items a screen uses")
     parser.add_argument("--out", default=str(RESULTS / "search.md"))
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -212,7 +214,8 @@ def main() -> None:
             lines += steps_part(model, [int(t) for t in args.steps.split(",")], args.steps_budget) + [""]
         if "bounds" in parts and args.bounds:
             bounds = [None if b == "default" else int(b) for b in args.bounds.split(",")]
-            lines += bounds_part(model, budgets, bounds, args.probe_items, args.trials) + [""]
+            lines += bounds_part(model, budgets, bounds, args.probe_items, args.trials, args.screen,
+                                 args.screen_items) + [""]
     Path(args.out).write_text("\n".join(lines))
     print(f"wrote {args.out}")
 

@@ -22,6 +22,26 @@ def pipe(profile: Profile):
     return profile.load_pipeline()
 
 
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Runs ``autodelta`` in this process: its exit code, stdout and stderr (what was printed before is dropped)."""
+    from autodelta.cli.app import main
+
+    capsys.readouterr()
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture()
+def cli(capsys):
+    """``cli(*argv)``: :func:`run_cli` with this test's captured output."""
+    return lambda *argv: run_cli(capsys, *argv)
+
+
 def make_schedule(plan: list[Step], model: str = "dit-test", num_blocks: int = 28,
                   scheduler: str = "DPMSolverMultistepScheduler", **extra) -> Schedule:
     return Schedule(model=model, num_blocks=num_blocks, scheduler=scheduler, steps=len(plan),
@@ -37,4 +57,4 @@ def full_schedule(steps: int = 20, scheduler: str = "DPMSolverMultistepScheduler
     return make_schedule([None] * steps, scheduler=scheduler)
 
 
-__all__ = ["CachedRange", "make_schedule", "paper_schedule", "full_schedule"]
+__all__ = ["CachedRange", "make_schedule", "paper_schedule", "full_schedule", "run_cli"]

@@ -144,3 +144,17 @@ class WorldEvaluator:
 
     def error_model(self, probe: Any, stored: Any) -> tuple[Any, dict[str, Any]]:
         return self.world.prior, {}
+
+
+def wan_folder(folder: Path, two_experts: bool = False) -> Path:
+    """A WanPipeline folder exactly as diffusers saves it (``boundary_ratio`` and ``expand_timesteps`` are config
+    values in model_index.json; Wan 2.2 adds ``transformer_2``), no text encoder."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
+
+    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[True],
+                           scale_factor_spatial=2, scale_factor_temporal=2).eval()
+    second = wan_transformer(2) if two_experts else None
+    WanPipeline(tokenizer=None, text_encoder=None, transformer=wan_transformer(2), vae=vae,
+                scheduler=UniPCMultistepScheduler(), transformer_2=second,
+                boundary_ratio=0.875 if two_experts else None).save_pretrained(folder)
+    return folder

@@ -3,20 +3,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from autodelta.cli.app import main
 from autodelta.plan.cost import paper_rule, parse_budget
 from autodelta.plan.schedule import CachedRange, load_schedule
-from tests.conftest import make_schedule, paper_schedule
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tests.conftest import make_schedule, paper_schedule, run_cli
 
 
 def assert_one_line_error(code, err, *needles):

@@ -66,3 +66,36 @@ def test_plan_macs_is_the_sum_of_profiled_block_macs(profile):
 def test_synthetic_cost_models_are_deterministic():
     assert CostModel.seeded(seed=3) == CostModel.seeded(seed=3)
     assert CostModel.seeded(seed=3) != CostModel.seeded(seed=4)
+
+
+@pytest.mark.parametrize("parts, named", [({"post": -0.0012}, "post is -0.0012"), ({"pre": float("nan")}, "pre is nan"),
+                                          ({"blocks": (1.0, -2.0)}, "block 1 is -2.0"), ({"blocks": (0.0, 0.0)}, "cost 0")])
+def test_a_cost_that_is_negative_or_not_finite_is_refused_naming_it(parts, named):
+    from autodelta.errors import ModelError
+
+    with pytest.raises(ModelError, match=named):
+        CostModel(**{"blocks": (1.0, 1.0), **parts})
+
+
+def test_a_profiled_folder_never_promises_more_than_its_full_steps_allow(tmp_path, capsys):
+    """A FLUX folder with 2 double- and no single-stream blocks: fvcore's per-block counts once exceeded the whole
+    call's, a negative head gave 7.786x at T=6 with one full step. Now nothing is negative and 6.5x is refused."""
+    from autodelta.cli.app import main
+    from autodelta.models.loading import load_profile
+    from tests import factories
+
+    folder = factories.flux_folder(tmp_path / "fx", 2, 0)
+    cost = load_profile(folder).require_cost()
+    assert cost.pre >= 0 and cost.post >= 0 and min(cost.blocks) > 0
+    assert cost.speedup([None] + [CachedRange(0, 2)] * 5) < 6.0  # one full step in six: below 6x, always
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rule", "--model", str(folder), "--budget", "6.5x", "--steps", "6", "--out", str(tmp_path / "r.yaml")])
+    assert exit_info.value.code == 2 and "out of reach" in capsys.readouterr().err
+
+
+def test_budgets_of_one_value_in_other_spellings_are_one_budget_under_the_first_spelling():
+    from autodelta.plan.cost import parse_budgets, repeated_budgets
+
+    text = "2x,1.6x,2.0x,50%"
+    assert [b.text for b in parse_budgets(text)] == ["1.6x", "2x"]
+    assert repeated_budgets(text) == [("2.0x", "2x"), ("50%", "2x")]

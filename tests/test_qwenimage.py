@@ -8,6 +8,7 @@ import torch
 import autodelta
 from autodelta.models.loading import load_profile
 from autodelta.plan.schedule import CachedRange
+from tests import factories
 from tests.conftest import make_schedule
 from tests.test_cli import run_cli
 
@@ -17,25 +18,7 @@ LAYERS = 3
 @pytest.fixture(scope="module")
 def qwen_folder(tmp_path_factory):
     """A QwenImagePipeline with a random-weight 3-block transformer and a tiny video VAE, no text encoder."""
-    from diffusers import (
-        AutoencoderKLQwenImage,
-        FlowMatchEulerDiscreteScheduler,
-        QwenImagePipeline,
-        QwenImageTransformer2DModel,
-    )
-
-    torch.manual_seed(0)
-    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=LAYERS,
-                                              attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
-                                              axes_dims_rope=(2, 2, 4)).eval()
-    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1,
-                                 temperal_downsample=[False, True], latents_mean=[0.1] * 4,
-                                 latents_std=[2.0] * 4).eval()
-    pipe = QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True), vae=vae,
-                             text_encoder=None, tokenizer=None, transformer=transformer)
-    folder = tmp_path_factory.mktemp("pipes") / "my-qwen"
-    pipe.save_pretrained(folder)
-    return folder
+    return factories.qwen_image_folder(tmp_path_factory.mktemp("pipes") / "my-qwen", LAYERS)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import optuna
 import pytest
 import torch
 
-from autodelta.cli.app import main
 from autodelta.errors import AutodeltaError
 from autodelta.evaluation.calibration import CalibrationSet
 from autodelta.evaluation.diffusion import DiffusionEvaluator
@@ -29,52 +28,43 @@ from autodelta.search.spaces import load_space
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def _study(out: Path, name: str = "dit-test-explicit-1.6x") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
 
 
-def test_a_reached_bound_writes_the_best_verified_schedule_and_a_larger_one_resumes(capsys, tmp_path, monkeypatch):
-    """dit-test, 2 items, 20 steps, real generations: reference 2, probes on 1 item (37), then trials until 50."""
+def test_a_reached_bound_writes_the_best_verified_schedule_and_a_larger_one_resumes(cli, tmp_path, monkeypatch):
+    """dit-test, 2 items, 20 steps, real generations: reference 2, probes on 1 item (37: at most half the room),
+    then trials of 2 until the bound of 100 (40 asked, so the bound stops them)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "s"
-    args = ["search", "--model", "dit-test", "--budget", "1.6x", "--calib", "2", "--out", str(out)]
-    code, stdout, err = _cli(capsys, *args, "--max-generations", "50")
+    args = ["search", "--model", "dit-test", "--budget", "1.6x", "--calib", "2", "--trials", "40", "--out", str(out)]
+    code, stdout, err = cli(*args, "--max-generations", "100")
     assert code == 0, err
     ledger = generations_by_phase(_study(out))
-    assert sum(ledger.values()) <= 50 and ledger["reference"] == 2 and ledger["model"] == 37
-    assert ledger["trials"] == 50 - 2 - 37 - 1  # as many trials of 2 as fit
+    assert sum(ledger.values()) <= 100 and ledger["reference"] == 2 and ledger["model"] == 37
+    assert ledger["trials"] == 100 - 2 - 37 - 1  # as many trials of 2 as fit
     assert f"item-generations this run: {sum(ledger.values())} " in stdout
-    assert "paper rule not measured within --max-generations 50" in stdout
+    assert "paper rule not measured within --max-generations 100" in stdout
     report = (out / "report.md").read_text()
-    assert "stopped at --max-generations 50" in report and "resuming this study" in report
+    assert "stopped at --max-generations 100" in report and "resuming this study" in report
     schedule = load_schedule(out / "schedule.yaml")
     assert schedule.cost["speedup"] >= 1.6
     trials = len(_study(out).trials)
 
-    code, stdout, err = _cli(capsys, *args, "--max-generations", "50")  # the same bound: nothing more to spend
+    code, stdout, err = cli(*args, "--max-generations", "100")  # the same bound: nothing more to spend
     assert code == 0, err
     assert "item-generations this run: 0 " in stdout and len(_study(out).trials) == trials
 
-    code, stdout, err = _cli(capsys, *args, "--max-generations", "60")
+    code, stdout, err = cli(*args, "--max-generations", "110")
     assert code == 0, err
     after = generations_by_phase(_study(out))
-    assert sum(after.values()) <= 60 and after["model"] == 37 and after["reference"] == 2  # probes kept, cache read
-    assert after["trials"] > ledger["trials"] and "--max-generations 60" in stdout and "150" not in stdout
+    assert sum(after.values()) <= 110 and after["model"] == 37 and after["reference"] == 2  # probes kept, cache read
+    assert after["trials"] > ledger["trials"] and "--max-generations 110" in stdout
 
 
-def test_a_bound_too_small_for_the_reference_is_one_line_naming_the_users_number(capsys, tmp_path, monkeypatch):
+def test_a_bound_too_small_for_the_reference_is_one_line_naming_the_users_number(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    code, _, err = _cli(capsys, "search", "--model", "dit-test", "--calib", "2", "--max-generations", "3",
+    code, _, err = cli("search", "--model", "dit-test", "--calib", "2", "--max-generations", "3",
                         "--out", str(tmp_path / "s"))
     assert code == 2 and err.count("\n") == 1 and "--max-generations 3 is below" in err and "4 item-generations" in err
 
@@ -118,8 +108,8 @@ def test_the_paper_rule_is_written_when_it_beats_every_trial(tmp_path):
     assert "paper rule's plan scored higher than every trial" in (tmp_path / "report.md").read_text()
 
 
-def test_budgets_with_a_sampler_that_serves_one_budget_are_refused(capsys, tmp_path):
-    code, _, err = _cli(capsys, "search", "--model", "dit-test", "--budgets", "1.3x,2x", "--sampler", "tpe",
+def test_budgets_with_a_sampler_that_serves_one_budget_are_refused(cli, tmp_path):
+    code, _, err = cli("search", "--model", "dit-test", "--budgets", "1.3x,2x", "--sampler", "tpe",
                         "--space", "delta-dit", "--out", str(tmp_path / "s"))
     assert code == 2 and err.count("\n") == 1 and "--budgets serves several budgets" in err and "tpe" in err
 
@@ -185,3 +175,18 @@ def test_a_cached_reference_is_booked_as_cached_and_costs_nothing(profile, tmp_p
                               model="dit-test")
     outcome = run_search(factory(), settings, progress=False)
     assert outcome.generations["reference"] == 0 and cached_items(outcome.study) == 2 and outcome.cached == 2
+
+
+def test_a_bound_too_small_for_the_default_search_screens_candidates_and_runs_the_best(tmp_path):
+    """ModelWorld (4 items, no probes): the default would need 20 trials of 4; a bound of 60 cannot hold them, so
+    each trial is the best of 4 screened candidates, and screens and trials together stay within the bound."""
+    from tests.factories import ModelWorld
+
+    world = ModelWorld(seed=1)
+    settings = SearchSettings(budget=parse_budget("2x"), space=world.space, trials=20, model="world",
+                              storage=f"sqlite:///{tmp_path / 's.db'}", max_generations=60)
+    outcome = run_search(world.evaluator(), settings, progress=False)
+    ledger = generations_by_phase(outcome.study)
+    assert ledger["screening"] > 0 and sum(ledger.values()) <= 60 and outcome.records
+    screened = [r for r in outcome.records if r.screen is not None]  # the last ones find no room left to screen
+    assert len(screened) >= 2 and ledger["screening"] >= 4 * len(screened)

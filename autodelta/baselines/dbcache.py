@@ -12,7 +12,7 @@ class DBCache(RuntimeMethod):
     """With 8 warm-up steps of 20 it reaches at most ~1.75x, and says so."""
 
     name = "dbcache"
-    description = "cache-dit DBCache (F8B0, 8 warm-up steps), threshold tuned to the budget"
+    description = "cache-dit DBCache (F8B0, F halved on models under 16 blocks; 8 warm-up steps), threshold tuned"
     knob = "threshold"
     taylorseer = False
 

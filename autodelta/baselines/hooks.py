@@ -106,8 +106,23 @@ def diffusers_installer(apply_name: str, make_config: Callable[[Any], Any], step
     return install
 
 
+DBCACHE_FRONT = 8
+"""cache-dit's default Fn: the blocks always computed before its residual test (F8B0)."""
+
+
+def dbcache_front(pipe: Any) -> int:
+    """Fn for this model: cache-dit's 8, or half the first block list where that holds fewer than 16 blocks
+    (cache-dit refuses an Fn above the list's length, with an assertion)."""
+    from autodelta.models.blocks import block_stack
+
+    transformer = pipe.transformer
+    first = len(getattr(transformer, block_stack(type(transformer).__name__).segments[0]))
+    return min(DBCACHE_FRONT, max(1, first // 2))
+
+
 def cache_dit_installer(threshold: float, taylorseer: bool = False) -> Installer:
-    """cache-dit's DBCache (its defaults: F8B0, 8 warm-up steps), optionally with its TaylorSeer calibrator."""
+    """cache-dit's DBCache (its defaults: F8B0, 8 warm-up steps; :func:`dbcache_front` on small models),
+    optionally with its TaylorSeer calibrator."""
 
     def install(pipe: Any) -> Installed:
         try:
@@ -117,8 +132,8 @@ def cache_dit_installer(threshold: float, taylorseer: bool = False) -> Installer
         quiet = ExitStack()
         quiet.enter_context(quieted("CACHE_DIT", "cache_dit", level=logging.ERROR))  # per-call INFO lines
         calibrator = cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=1) if taylorseer else None
-        cache_dit.enable_cache(pipe, cache_config=cache_dit.DBCacheConfig(residual_diff_threshold=threshold),
-                               calibrator_config=calibrator)
+        config = cache_dit.DBCacheConfig(residual_diff_threshold=threshold, Fn_compute_blocks=dbcache_front(pipe))
+        cache_dit.enable_cache(pipe, cache_config=config, calibrator_config=calibrator)
 
         def remove() -> None:
             cache_dit.disable_cache(pipe)

@@ -41,7 +41,8 @@ def run_apply(schedule_path: Path, options: ModelOptions, *, compare: bool, seed
         pipe = profile.load_pipeline(random_weights=options.random_weights, dtype=placement.torch_dtype(),
                                      scheduler=schedule.scheduler, device=placement.device)
         guidance = schedule.guidance_scale if schedule.guidance_scale is not None else profile.guidance_scale
-        cost = profile.require_cost()
+        cost = profile.cost_at(resolution)  # MACs at the resolution that runs, not only where they were counted
+        warn_cost_differs(schedule, cost.speedup(schedule.plan), profile.name, resolution)
 
         def run() -> Any:
             return generate(pipe, profile, labels, seed, schedule.steps, guidance, resolution, conditioning)
@@ -70,6 +71,15 @@ def run_apply(schedule_path: Path, options: ModelOptions, *, compare: bool, seed
         cached, handle = timed(schedule)
         report(schedule, schedule_path, profile.name, f"{placement}", cached, full, handle,
                peak_memory_bytes(placement.device), cost.speedup(schedule.plan), compile, out)
+
+
+def warn_cost_differs(schedule: Schedule, speedup: float, model: str, resolution: int | None) -> None:
+    """Where this model at this resolution gives the plan another speed-up than the schedule records, say both."""
+    recorded = (schedule.cost or {}).get("speedup")
+    if isinstance(recorded, (int, float)) and abs(speedup - recorded) > 0.005 * recorded:
+        at = f" at {resolution} px" if resolution else ""
+        print(f"warning: the schedule records a {recorded:.3f}x MACs speed-up; on {model}{at} its plan gives "
+              f"{speedup:.3f}x (another model or resolution than it was searched for)")
 
 
 def report(schedule: Schedule, schedule_path: Path, model: str, placement: str, cached: Any, full: Any | None,

@@ -42,17 +42,19 @@ class ModelOptions:
 
 
 def load_for_schedule(schedule: Schedule, override: Optional[str]) -> Profile:
-    """The model a schedule was made for: ``--model`` if given, else its recorded profile or source."""
+    """The model a schedule was made for: ``--model`` if given, else the source it records (the folder or YAML it
+    was searched on) where that exists, else its profile name. A folder in the current directory that happens to
+    share the profile's name never wins over the recorded source."""
     from autodelta.errors import ModelError
     from autodelta.models.loading import load_profile
 
     if override is not None:
         return load_profile(override)
+    if schedule.source and Path(schedule.source).exists():
+        return load_profile(schedule.source)
     try:
         return load_profile(schedule.model)
     except ModelError:
-        if schedule.source and Path(schedule.source).exists():
-            return load_profile(schedule.source)
         where = f" (made from {schedule.source})" if schedule.source else ""
         raise ModelError(f"unknown model {schedule.model!r}{where}; pass --model with its profile YAML, pipeline "
                          "folder or hub id") from None

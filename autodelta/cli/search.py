@@ -37,12 +37,14 @@ def _settings(profile: Any, budget_text: str, space_name: str, metric: str, tria
               max_generations: Optional[int]) -> Any:
     """The search's settings, every one checked (before any model is built)."""
     from autodelta.evaluation.metrics import get_metric
-    from autodelta.plan.cost import parse_budgets
+    from autodelta.plan.cost import parse_budgets, repeated_budgets
     from autodelta.search.run import check_budget_reachable
     from autodelta.search.settings import SearchSettings, check_sampler, check_settings, default_trials
     from autodelta.search.spaces import load_space
 
     budgets = parse_budgets(budget_text)
+    for dropped, kept in repeated_budgets(budget_text):
+        print(f"note: budget {dropped} is {kept} again; searching it once, as {kept}")
     space = load_space(space_name, profile.steps, profile.num_blocks)
     get_metric(metric)
     check_sampler(sampler, space)

@@ -13,17 +13,23 @@ def model_stack(schedule: Schedule) -> tuple[list[int], str] | None:
     """Where the schedule's model begins a new block segment, and its segments, when the stack has several
     and the model is known here (a profile, or the folder it was made from); ``None`` otherwise."""
     from autodelta.errors import AutodeltaError
+    from autodelta.models.blocks import block_stack
+    from autodelta.models.discover import folder_transformer, is_pipeline_folder
     from autodelta.models.loading import load_profile
 
     for origin in (schedule.model, schedule.source):
         if not origin:
             continue
         try:
-            profile = load_profile(origin)
+            if is_pipeline_folder(origin):  # its transformer's config is all the layout needs: no diffusers
+                name, config = folder_transformer(origin)
+                stack = block_stack(name)
+            else:
+                profile = load_profile(origin)
+                stack, config = profile.stack, profile.transformer_config
         except AutodeltaError:
             continue
-        stack, config = profile.stack, profile.transformer_config
-        if len(stack.segments) < 2 or stack.count(config) != schedule.num_blocks:
+        if sum(1 for key in stack.sizes if int(config.get(key) or 0)) < 2 or stack.count(config) != schedule.num_blocks:
             return None
         return stack.boundaries(config), stack.describe(config)
     return None

@@ -45,6 +45,10 @@ def segments(plan: Sequence[Step]) -> list[tuple[int, int | None, list[int]]]:
     return [s for s in out if s[2]]
 
 
+Observation = tuple[Sequence[Step], Sequence[float], Sequence[int] | None]
+"""A real evaluation as calibration reads it: the plan, each item's image MSE, and the items' positions in the
+trajectory (``None``: all of them)."""
+
 MIXES = (0.0, 0.5, 1.0)
 """How far a forecast's gain follows its own probe (1) rather than the replay's (0): the model's alternatives."""
 COMPOUNDINGS = (0.0, 0.15, 0.3, 0.6)
@@ -166,8 +170,9 @@ class ErrorModel:
         """The model under each forecast mix (:data:`MIXES`): their DP plans are the search's first seeds."""
         return [self.with_gains(replace(self.gains, mix=m)) for m in MIXES]
 
-    def calibrated(self, observed: Sequence[tuple[Sequence[Step], Sequence[float]]], ridge: float = 1.0) -> ErrorModel:
-        """The model fitted to real evaluations: ``(plan, per-item image MSE)`` pairs.
+    def calibrated(self, observed: Sequence[Observation], ridge: float = 1.0) -> ErrorModel:
+        """The model fitted to real evaluations: ``(plan, per-item image MSE, item positions)``, the positions
+        ``None`` for every item (a trial) or the items a screen generated.
 
         First the reading (forecast mix, compounding β) that ranks them best (Spearman, ties
         broken by the log error), then per-step gain factors from what it still gets wrong
@@ -176,31 +181,43 @@ class ErrorModel:
         in a neighbourhood of plans from 0.06 to 0.74. With fewer than three plans the model
         stays as it is.
         """
-        usable = [(tuple(p), float(np.mean(m))) for p, m in observed if segments(p) and len(m) == len(self.items)]
-        usable = [(p, m) for p, m in usable if math.isfinite(m) and m > 0]
+        usable = [u for u in (self._usable(entry) for entry in observed) if u is not None]
         if len(usable) < 3:
             return self
         from scipy.stats import spearmanr
 
-        real = np.log([m for _, m in usable])
+        real = np.log([m for _, m, _ in usable])
         best: tuple[float, float] | None = None
         chosen = self
         for mix in MIXES:
             for compounding in COMPOUNDINGS:
                 model = self.with_gains(replace(self.gains, mix=mix, compounding=compounding, correction=None))
-                predicted = np.log([max(model.plan_cost(p) / len(self.items), 1e-300) for p, _ in usable])
+                predicted = np.log([model.mean_error(p, items) for p, _, items in usable])
                 rho = spearmanr(predicted, real).statistic
                 score = (float(rho) if math.isfinite(rho) else -1.0, -float(np.mean((predicted - real) ** 2)))
                 if best is None or score > best:
                     best, chosen = score, model
         return chosen._corrected(usable, ridge)
 
-    def _corrected(self, usable: Sequence[tuple[tuple[Step, ...], float]], ridge: float) -> ErrorModel:
+    def _usable(self, entry: Observation) -> tuple[tuple[Step, ...], float, tuple[int, ...] | None] | None:
+        plan, mse = tuple(entry[0]), entry[1]
+        items = tuple(entry[2]) if len(entry) > 2 and entry[2] is not None else None
+        if not segments(plan) or len(mse) != (len(self.items) if items is None else len(items)):
+            return None
+        mean = float(np.mean(mse))
+        return (plan, mean, items) if math.isfinite(mean) and mean > 0 else None
+
+    def mean_error(self, plan: Sequence[Step], items: Sequence[int] | None = None) -> float:
+        """Predicted mean image MSE over ``items`` (positions; ``None``: all), floored above 0 for logs."""
+        errors = self.item_errors(plan)
+        return max(float(errors.mean() if items is None else errors[list(items)].mean()), 1e-300)
+
+    def _corrected(self, usable: Sequence[tuple[tuple[Step, ...], float, tuple[int, ...] | None]],
+                   ridge: float) -> ErrorModel:
         """Per-step, per-kind gain factors from a ridge regression of the log residuals on which steps are
         replayed or forecast: where the trials say this model misjudges a step, its gain moves."""
-        features = np.stack([_kinds(plan, self.steps) for plan, _ in usable])
-        residual = np.array([math.log(m) - math.log(max(self.plan_cost(p) / len(self.items), 1e-300))
-                             for p, m in usable])
+        features = np.stack([_kinds(plan, self.steps) for plan, _, _ in usable])
+        residual = np.array([math.log(m) - math.log(self.mean_error(p, items)) for p, m, items in usable])
         centred = residual - residual.mean()  # a common offset moves no ranking
         theta = np.linalg.solve(features.T @ features + ridge * np.eye(features.shape[1]), features.T @ centred)
         factors = np.exp(np.clip(theta, -3.0, 3.0)).reshape(self.steps, 2)

@@ -52,8 +52,9 @@ class SegmentModel(Protocol):
     def quality(self, plan: Sequence[Step]) -> float:
         """The plan's predicted quality (higher is better), as the search's metric would read it."""
 
-    def calibrated(self, observed: Sequence[tuple[Sequence[Step], Sequence[float]]]) -> SegmentModel:
-        """The model refit to real evaluations: ``(plan, per-item image MSE)`` pairs."""
+    def calibrated(self, observed: Sequence[tuple[Sequence[Step], Sequence[float], Sequence[int] | None]]
+                   ) -> SegmentModel:
+        """The model refit to real evaluations: ``(plan, per-item image MSE, item positions or None for all)``."""
 
     def uncertainty(self, plan: Sequence[Step], than: Sequence[Step] | None = None) -> float:
         """One standard deviation of the predicted quality (of its difference to ``than``), where the

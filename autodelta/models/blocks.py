@@ -92,7 +92,8 @@ class BlockStack:
         parts, start = [], 0
         for attr, key in zip(self.segments, self.sizes):
             size = int(config.get(key) or 0)
-            parts.append(f"{attr} {start}-{start + size - 1}")
+            if size:  # a list the config leaves empty (FLUX with no single-stream blocks) is not a segment
+                parts.append(f"{attr} {start}-{start + size - 1}")
             start += size
         return " | ".join(parts)
 

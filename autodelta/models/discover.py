@@ -63,6 +63,16 @@ def cached_hub_folder(repo_id: str) -> Path | None:
     return folder if is_pipeline_folder(folder) else None
 
 
+def folder_transformer(folder: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
+    """A pipeline folder's transformer class and config, from ``transformer/config.json`` alone (no diffusers
+    import: ``show`` reads a stack's layout in a fraction of a second)."""
+    doc = _json(Path(folder) / "transformer" / "config.json")
+    name = doc.get("_class_name")
+    if not isinstance(name, str):
+        raise ModelError(f"{Path(folder) / 'transformer' / 'config.json'}: no _class_name; re-save the pipeline")
+    return name, _config(doc)
+
+
 def _json(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(read_bounded(path, "config", MAX_JSON_BYTES, kind="JSON"))
@@ -114,20 +124,46 @@ def check_numbers(doc: dict[str, Any], path: Path, finite: bool = True) -> None:
 
 
 def check_index(index: dict[str, Any], path: Path) -> str:
-    """``model_index.json``: a pipeline class name, and ``[library, class]`` pairs of strings per component."""
+    """``model_index.json``: a pipeline class name, and ``[library, class]`` pairs of strings per component.
+
+    As diffusers reads it, an entry that is not a list is a pipeline config value (Wan's
+    ``boundary_ratio``, ``expand_timesteps``), not a component.
+    """
     pipeline = index.get("_class_name")
     if not isinstance(pipeline, str) or not pipeline.isidentifier():
         raise ModelError(f"{path}: _class_name is {pipeline!r}; it must name a diffusers pipeline class, "
                          "e.g. DiTPipeline")
     for key, value in index.items():
-        if key.startswith("_"):
+        if key.startswith("_") or not isinstance(value, list):
             continue
-        pair_ok = isinstance(value, list) and len(value) == 2 and all(v is None or isinstance(v, str) for v in value)
+        pair_ok = len(value) == 2 and all(v is None or isinstance(v, str) for v in value)
         if not pair_ok or (value[0] is None) != (value[1] is None) or (value[1] is not None and
                                                                        not value[1].isidentifier()):
             raise ModelError(f"{path}: component {key!r} is {str(value)[:60]}; write it as [library, ClassName], "
                              'e.g. ["diffusers", "AutoencoderKL"], or [null, null]')
     return pipeline
+
+
+def check_supported(pipeline: str, root: Path) -> None:
+    """A pipeline no adapter runs is one line naming the ones that run, before any of its configs is read."""
+    from autodelta.models.adapters import supported_pipelines
+
+    if pipeline not in supported_pipelines():
+        raise ModelError(f"{root.name}: {pipeline} is not supported; autodelta runs "
+                         f"{', '.join(supported_pipelines())} folders")
+
+
+def check_components(index: dict[str, Any], root: Path) -> None:
+    """Every component ``model_index.json`` lists has its folder, and a transformer is among them: a missing
+    one is named, with its folder, instead of failing later as weights missing from the hub cache."""
+    transformer = index.get("transformer")
+    if not isinstance(transformer, list) or transformer[1] is None:
+        raise ModelError(f"{root / 'model_index.json'} lists no transformer component; re-save the pipeline "
+                         "with its transformer")
+    for key, value in index.items():
+        if not key.startswith("_") and isinstance(value, list) and value[1] is not None and not (root / key).is_dir():
+            raise ModelError(f"{root.name}: component {key!r} ({value[1]}) is listed in model_index.json but its "
+                             f"folder {root / key} is missing; restore it, or re-save the pipeline")
 
 
 def _block_list(vae: dict[str, Any], path: Path) -> list[int]:
@@ -148,6 +184,8 @@ def profile_from_folder(folder: str | os.PathLike[str], source: str | None = Non
     root = Path(folder)
     index = _json(root / "model_index.json")
     pipeline = check_index(index, root / "model_index.json")
+    check_supported(pipeline, root)
+    check_components(index, root)
     transformer = _json(root / "transformer" / "config.json")
     scheduler = _json(root / "scheduler" / "scheduler_config.json")
     vae = _json(root / "vae" / "config.json") if (root / "vae" / "config.json").is_file() else {}

@@ -142,12 +142,13 @@ class Profile:
         if not self.cost or "macs" not in self.cost:
             return None
         macs = self.cost["macs"]
-        return CostModel(
-            blocks=tuple(float(m) for m in macs["blocks"]),
-            pre=float(macs["pre"]),
-            post=float(macs["post"]),
-            cfg_factor=self.cfg_factor,
-        )
+        try:
+            return CostModel(blocks=tuple(float(m) for m in macs["blocks"]), pre=float(macs["pre"]),
+                             post=float(macs["post"]), cfg_factor=self.cfg_factor)
+        except ModelError as exc:
+            where = self.origin or self.name
+            raise ModelError(f"{where}: {str(exc).split('; ')[0]}; count them again with autodelta profile --model "
+                             f"{where} --write") from None
 
     # --- building (torch and diffusers are imported only here, so `rule` and `show` start fast) ---
     def build_transformer(self, seed: int = 0) -> torch.nn.Module:
@@ -183,6 +184,19 @@ class Profile:
             raise ModelError(f"profile {self.name} has no cost yet; run `autodelta profile --model "
                              f"{self.origin or self.name} --write`")
         return cost
+
+    def cost_at(self, resolution: int | None) -> CostModel:
+        """The cost model at ``resolution`` (px): the profiled one where it was counted there, else counted now
+        (fvcore on the architecture built from config): attention's share, so a speed-up, changes with size."""
+        counted = int((self.cost or {}).get("resolution") or self.resolution)
+        if resolution is None or resolution == counted:
+            return self.require_cost()
+        from autodelta.models.profiler import profile_macs
+
+        measured = profile_macs(self.build_transformer(), self.example_inputs(batch=1, resolution=resolution),
+                                self.blocks_attr).as_dict()["macs"]
+        return CostModel(blocks=tuple(measured["blocks"]), pre=measured["pre"], post=measured["post"],
+                         cfg_factor=self.cfg_factor)
 
     def example_inputs(self, batch: int = 1, dtype: torch.dtype | None = None, seed: int = 0,
                        resolution: int | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from autodelta.errors import BudgetError
+from autodelta.errors import BudgetError, ModelError
 from autodelta.plan.schedule import DeltaDiTParams, Step, paper_params
 
 
@@ -26,6 +26,16 @@ class CostModel:
     pre: float = 0.0
     post: float = 0.0
     cfg_factor: int = 1
+
+    def __post_init__(self) -> None:
+        # a negative or non-finite cost makes speed-ups no plan can give (skipping blocks that "cost" less than
+        # nothing); every figure built on this model is only true when each part is a real, non-negative count
+        parts = {"pre": self.pre, "post": self.post, **{f"block {k}": b for k, b in enumerate(self.blocks)}}
+        bad = {name: value for name, value in parts.items() if not (math.isfinite(value) and value >= 0)}
+        if bad or not self.blocks or sum(self.blocks) <= 0:
+            what = ", ".join(f"{name} is {value!r}" for name, value in list(bad.items())[:3]) or "the blocks cost 0"
+            raise ModelError(f"MACs must be finite and non-negative with blocks that cost something: {what}; "
+                            "count them again with autodelta profile --write")
 
     @property
     def num_blocks(self) -> int:
@@ -135,11 +145,27 @@ def parse_budget(text: str) -> Budget:
 
 
 def parse_budgets(text: str) -> list[Budget]:
-    """``"1.3x,1.6x,2x"``: several budgets, loosest first, each parsed by :func:`parse_budget`."""
-    budgets = {b.speedup: b for b in (parse_budget(part) for part in str(text).split(",") if part.strip())}
+    """``"1.3x,1.6x,2x"``: several budgets, loosest first, each parsed by :func:`parse_budget`. Two spellings of
+    one value (``2x``, ``2.0x``, ``50%``) are one budget, under the first spelling (:func:`repeated_budgets`)."""
+    budgets: dict[float, Budget] = {}
+    for budget in (parse_budget(part) for part in str(text).split(",") if part.strip()):
+        budgets.setdefault(round(budget.speedup, 9), budget)
     if not budgets:
         raise BudgetError(f"budgets {text!r} name no budget; write e.g. '1.3x,1.6x,2x'")
     return [budgets[k] for k in sorted(budgets)]
+
+
+def repeated_budgets(text: str) -> list[tuple[str, str]]:
+    """``(dropped spelling, kept spelling)`` for each budget of ``text`` that repeats an earlier one's value."""
+    kept: dict[float, str] = {}
+    out = []
+    for part in (p.strip() for p in str(text).split(",") if p.strip()):
+        key = round(parse_budget(part).speedup, 9)
+        if key in kept:
+            out.append((part, kept[key]))
+        else:
+            kept[key] = parse_budget(part).text
+    return out
 
 
 def paper_rule(cost: CostModel, steps: int, budget: Budget) -> DeltaDiTParams:

@@ -16,7 +16,15 @@ from autodelta.logs import quieted
 from autodelta.plan.cost import Budget, paper_rule
 from autodelta.plan.schedule import Step
 from autodelta.search.families.base import PLAN_SAMPLERS
-from autodelta.search.settings import SearchSettings, check_sampler, sampler_name, screen_items
+from autodelta.search.settings import (
+    SearchSettings,
+    check_sampler,
+    model_screen_items,
+    probe_items,
+    sampler_name,
+    screen_items,
+    screens_within,
+)
 from autodelta.search.spaces import ParamKind, known_seeds
 from autodelta.search.storage import backend_of, make_storage, redact_text, redact_url
 
@@ -60,9 +68,14 @@ def attach_sampler(study: optuna.Study, settings: SearchSettings, evaluator: Eva
     elif name == "model":
         from autodelta.search.samplers.model import ModelSampler, prepare_model
 
+        room = evaluator.meter.room()
+        default_probes = evaluator.probe_count * probe_items(evaluator.items)
         model = prepare_model(study, evaluator, evaluator.meter, probing, settings.probe_items)
+        screens = screens_within(room, evaluator.items, default_probes, settings.trials, settings.model_screen)
+        count = settings.screen_items or model_screen_items(evaluator.items)
+        screen = evaluator.subset(count) if screens > 1 and count < evaluator.items else None
         study.sampler = ModelSampler(settings.space, evaluator, settings.all_budgets, model, settings.metric,
-                                     seed=settings.seed)
+                                     seed=settings.seed, screen=screen, screen_k=screens)
 
 
 def open_study(settings: SearchSettings, evaluator: Evaluator | None = None) -> optuna.Study:

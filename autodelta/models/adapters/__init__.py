@@ -28,13 +28,18 @@ ADAPTERS: tuple[type[ModelAdapter], ...] = (
 )
 
 
+def supported_pipelines() -> tuple[str, ...]:
+    """Every diffusers pipeline class some adapter runs."""
+    return tuple(p for cls in ADAPTERS for p in cls.pipelines)
+
+
 def adapter_for(profile: Profile) -> ModelAdapter:
     """The adapter of the family whose pipelines include ``profile.pipeline``."""
     for cls in ADAPTERS:
         if profile.pipeline in cls.pipelines:
             return cls(profile)
-    known = ", ".join(p for cls in ADAPTERS for p in cls.pipelines)
+    known = ", ".join(supported_pipelines())
     raise ModelError(f"profile {profile.name}: pipeline {profile.pipeline!r} is not supported; use one of {known}")
 
 
-__all__ = ["ADAPTERS", "ModelAdapter", "adapter_for"]
+__all__ = ["ADAPTERS", "ModelAdapter", "adapter_for", "supported_pipelines"]
