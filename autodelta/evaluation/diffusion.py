@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -28,10 +26,10 @@ from autodelta.errors import AutodeltaError
 from autodelta.evaluation.calibration import CalibrationSet, item_set
 from autodelta.evaluation.error_model import ErrorModel, Gains, fit_gains, probe_plans
 from autodelta.evaluation.evaluator import Evaluation, Evaluator
+from autodelta.evaluation.references import Reference, ReferenceStore
 from autodelta.evaluation.scoring import Scorer
 from autodelta.evaluation.trajectory import Trajectory, TrajectoryRecorder
 from autodelta.evaluation.work import WorkExhausted, WorkMeter
-from autodelta.files import atomic_write
 from autodelta.models.loading import load_profile
 from autodelta.models.profile import Profile
 from autodelta.models.sampling import SamplerState, StepSampler
@@ -171,33 +169,15 @@ class DiffusionEvaluator:
         }
 
     def reference_path(self) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        digest = hashlib.sha256(json.dumps(self.reference_key(), sort_keys=True).encode()).hexdigest()[:16]
-        return self.cache_dir / f"reference-{self.profile.name}-{digest}.pt"
+        return ReferenceStore(self.cache_dir, self.profile.name).path(self.reference_key())
 
     def _load_or_generate_reference(self) -> torch.Tensor:
-        path = self.reference_path()
-        if path is not None and path.exists():
-            try:
-                doc = torch.load(path, weights_only=True)
-                images = doc.get("images") if isinstance(doc, dict) else None
-                trajectory = Trajectory.from_doc(doc.get("trajectory")) if isinstance(doc, dict) else None
-                if not isinstance(doc, dict) or doc.get("key") != self.reference_key():
-                    reason = "it was made for other weights or settings"
-                elif not isinstance(images, torch.Tensor) or tuple(images.shape) != self._image_shape():
-                    reason = f"its images have shape {getattr(images, 'shape', None)}, not {self._image_shape()}"
-                elif not bool(torch.isfinite(images).all()):
-                    reason = "its images hold NaN or inf"
-                elif self.record and (trajectory is None or not set(self.record) <= set(trajectory.spans)):
-                    reason = "it holds no trajectory of the spans this search needs"
-                else:
-                    self.trajectory = trajectory
-                    self.meter.cached(len(self.calibration))
-                    return images
-            except Exception as exc:  # corrupt or truncated file: say so and regenerate
-                reason = f"it is corrupt ({type(exc).__name__})"
-            logger.warning("reference cache %s is unusable: %s; regenerating it", path, reason)
+        store, key = ReferenceStore(self.cache_dir, self.profile.name), self.reference_key()
+        cached = store.load(key, self._image_shape(), self.record, self.steps)
+        if cached is not None:
+            self.trajectory = cached.trajectory
+            self.meter.cached(len(self.calibration))
+            return cached.images
         with self.meter.during(self.reference_phase):
             images = self._generate([None] * self.steps, stats=False, record=bool(self.record))
         if not bool(torch.isfinite(images).all()):
@@ -210,13 +190,7 @@ class DiffusionEvaluator:
             sketch = self._recorders[0].sketch_doc()
             del self._recorders
             self.trajectory = Trajectory(self.record, self.steps, len(self.calibration), sketch, deltas)
-        if path is not None:
-            buffer = io.BytesIO()
-            doc = {"key": self.reference_key(), "images": images}
-            if self.trajectory is not None:
-                doc["trajectory"] = self.trajectory.to_doc()
-            torch.save(doc, buffer)
-            atomic_write(path, buffer.getvalue())
+        store.save(key, Reference(images, self.trajectory))
         return images
 
     def _image_shape(self) -> tuple[int, ...]:

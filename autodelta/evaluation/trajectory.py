@@ -91,6 +91,22 @@ class Trajectory:
     def nbytes(self) -> int:
         return sum(t.nbytes for t in self.deltas.values())
 
+    def mismatch(self) -> str | None:
+        """Why the vectors do not fit what their projections say (a span's width is the sum over its calls of
+        rows per item × the projection's size, each projection the one this version makes), or ``None``."""
+        for span in self.spans:
+            calls = self.sketch.get(span_key(span))
+            width = int(self.deltas[span].shape[2])
+            try:
+                expected = sum(int(c["rows_per_item"]) * int(c["rows"]) * int(c["cols"]) for c in calls or ())
+                made = all(Sketch.for_shape(int(c["tokens"]), int(c["channels"])).as_dict()
+                           == {k: int(c[k]) for k in ("tokens", "channels", "rows", "cols", "seed")} for c in calls or ())
+            except (KeyError, TypeError, ValueError):
+                return f"blocks {span.start}-{span.stop - 1} have no readable projection record"
+            if not calls or not made or width != expected:
+                return f"the Δ of blocks {span.start}-{span.stop - 1} holds {width} numbers per item, its projections {expected}"
+        return None
+
     def to_doc(self) -> dict[str, Any]:
         return {"spans": [[s.start, s.length] for s in self.spans], "steps": self.steps, "items": self.items,
                 "sketch": {k: [dict(d) for d in v] for k, v in self.sketch.items()},
@@ -134,6 +150,7 @@ class TrajectoryRecorder:
         self.spans = frozenset(spans)
         self.steps, self.offset, self.count, self.dim = steps, offset, count, dim
         self.sketches: dict[tuple[CachedRange, int], Sketch] = {}
+        self.rows_per_item: dict[tuple[CachedRange, int], int] = {}  # a CFG-batched call has two per item
         self._matrices: dict[tuple[CachedRange, int], tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self.parts: dict[tuple[CachedRange, int], list[torch.Tensor]] = {}
 
@@ -144,6 +161,7 @@ class TrajectoryRecorder:
         if sketch is None:
             sketch = self.sketches[key] = Sketch.for_shape(rows.shape[1], rows.shape[2], self.dim)
             self._matrices[key] = sketch.matrices(rows.device)
+            self.rows_per_item[key] = rows.shape[0] // self.count
         elif (rows.shape[1], rows.shape[2]) != (sketch.tokens, sketch.channels):
             raise AutodeltaError(f"the Δ of blocks {span.start}-{span.stop - 1} changed shape between steps "
                                  f"({sketch.tokens}x{sketch.channels}, then {rows.shape[1]}x{rows.shape[2]}); "
@@ -159,9 +177,10 @@ class TrajectoryRecorder:
     def sketch_doc(self) -> dict[str, list[dict[str, int]]]:
         """Each span's projections, one per call in a step (what the trajectory stores beside its vectors)."""
         out: dict[str, list[dict[str, int]]] = {}
-        for (span, _), sketch in sorted(self.sketches.items(), key=lambda kv: (kv[0][0].start, kv[0][0].length,
-                                                                               kv[0][1])):
-            out.setdefault(span_key(span), []).append(sketch.as_dict())
+        for (span, call), sketch in sorted(self.sketches.items(), key=lambda kv: (kv[0][0].start, kv[0][0].length,
+                                                                                  kv[0][1])):
+            out.setdefault(span_key(span), []).append({**sketch.as_dict(),
+                                                       "rows_per_item": self.rows_per_item[(span, call)]})
         return out
 
     def collect(self, into: dict[CachedRange, torch.Tensor], items: int) -> None:
