@@ -157,7 +157,10 @@ def check_components(index: dict[str, Any], root: Path) -> None:
     """Every component ``model_index.json`` lists has its folder, and a transformer is among them: a missing
     one is named, with its folder, instead of failing later as weights missing from the hub cache."""
     transformer = index.get("transformer")
-    if not isinstance(transformer, list) or transformer[1] is None:
+    if transformer is not None and not isinstance(transformer, list):
+        raise ModelError(f"{root / 'model_index.json'}: component 'transformer' is {str(transformer)[:60]}; write it "
+                         'as [library, ClassName], e.g. ["diffusers", "FluxTransformer2DModel"]')
+    if transformer is None or transformer[1] is None:
         raise ModelError(f"{root / 'model_index.json'} lists no transformer component; re-save the pipeline "
                          "with its transformer")
     for key, value in index.items():
