@@ -18,14 +18,15 @@ VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_cha
 """A two-level AutoencoderKL small enough for tests (8x down-sampling is not needed at 16 px)."""
 
 
-def flux_folder(folder: Path, double: int = 19, single: int = 38) -> Path:
+def flux_folder(folder: Path, double: int = 19, single: int = 38, guidance: bool = False) -> Path:
     """A FluxPipeline folder (FLUX.1: 19 double- and 38 single-stream blocks), no text encoders."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     torch.manual_seed(0)
     transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=double, num_single_layers=single,
                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=24,
-                                         pooled_projection_dim=12, axes_dims_rope=[4, 6, 6]).eval()
+                                         pooled_projection_dim=12, axes_dims_rope=[4, 6, 6],
+                                         guidance_embeds=guidance).eval()
     vae = AutoencoderKL(**{**VAE, "latent_channels": 4, "scaling_factor": 0.3611, "shift_factor": 0.1159}).eval()
     FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True), vae=vae, text_encoder=None,
                  tokenizer=None, text_encoder_2=None, tokenizer_2=None, transformer=transformer).save_pretrained(folder)

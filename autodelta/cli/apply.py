@@ -6,7 +6,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from autodelta.cli.options import ModelOptions, check_same_model, check_schedule_fits, load_for_schedule, parse_labels, prepare_inputs
+from autodelta.cli.options import (
+    ModelOptions,
+    check_same_model,
+    check_schedule_fits,
+    check_weights_fit,
+    load_for_schedule,
+    parse_labels,
+    prepare_inputs,
+)
 from autodelta.files import ensure_writable_dir, folder_lock
 from autodelta.models.devices import inputs_on
 
@@ -23,7 +31,9 @@ def run_apply(schedule_path: Path, options: ModelOptions, *, compare: bool, seed
     profile = load_for_schedule(schedule, options.model)
     check_schedule_fits(schedule, profile, check_steps=False)  # apply runs the schedule's own T
     check_same_model(schedule, profile)
+    check_weights_fit(profile, options)
     requested = parse_labels(class_labels, list(profile.conditions[:2]) or [0])
+    resolution, conditioning = prepare_inputs(profile, options)  # before the output folder: a refusal leaves none
     out = ensure_writable_dir(out)
     with folder_lock(out, "apply"):
         placement = options.placement(profile)
@@ -34,12 +44,12 @@ def run_apply(schedule_path: Path, options: ModelOptions, *, compare: bool, seed
         from autodelta.models.devices import peak_memory_bytes, reset_peak_memory
         from autodelta.runtime.apply import apply
 
-        resolution, conditioning = prepare_inputs(profile, options)
         labels = profile.adapter.check_conditions(requested, conditioning)  # PixArt: prompt-embedding indices
         if options.random_weights and profile.pretrained:
             print(f"note: {profile.name} built with random weights: images are noise, timings and MACs are real")
         pipe = profile.load_pipeline(random_weights=options.random_weights, dtype=placement.torch_dtype(),
                                      scheduler=schedule.scheduler, device=placement.device)
+        pipe.set_progress_bar_config(disable=None, leave=False)  # diffusers' own step bar, on a terminal
         guidance = schedule.guidance_scale if schedule.guidance_scale is not None else profile.guidance_scale
         cost = profile.cost_at(resolution)  # MACs at the resolution that runs, not only where they were counted
         warn_cost_differs(schedule, cost.speedup(schedule.plan), profile.name, resolution)

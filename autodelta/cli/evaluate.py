@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from autodelta.cli.options import (
     ModelOptions,
     check_schedule_fits,
+    check_weights_fit,
     evaluator_factory,
     load_for_schedule,
     parse_metric_names,
@@ -74,6 +75,7 @@ def run_evaluate_baseline(name: str, options: ModelOptions, *, budget_text: str,
     baseline = get_baseline(name)  # input errors first: they answer before torch loads
     budget = parse_budget(budget_text)
     profile = load_profile(options.model or "tiny-dit")
+    check_weights_fit(profile, options)
     cost = profile.require_cost()
     if isinstance(baseline, PlanBaseline) and not baseline.calibrated:  # unreachable budgets: refused at once
         baseline.plan(cost, profile.steps, budget)

@@ -61,6 +61,16 @@ def load_for_schedule(schedule: Schedule, override: Optional[str]) -> Profile:
 
 
 # --- evaluate and search ---------------------------------------------------------------------
+def check_weights_fit(profile: Profile, options: ModelOptions) -> None:
+    """A pretrained model's weights match its config, checked before the cost is counted or anything loads
+    (``--random-weights`` runs the config as written)."""
+    if options.random_weights or not profile.pretrained or profile.weights is not None:
+        return
+    from autodelta.models.pipelines import check_pretrained
+
+    check_pretrained(profile)
+
+
 def parse_labels(text: Optional[str], default: list[int]) -> list[int]:
     if text is None:
         return default
@@ -79,8 +89,15 @@ def warn_random(profile: Profile, random_weights: bool, conditioning: Any) -> No
 
 
 def prepare_inputs(profile: Profile, options: ModelOptions) -> tuple[int, Any]:
-    """The resolution and conditioning to run with; a bad one is refused before any model is built."""
-    return profile.check_resolution(options.resolution), profile.adapter.conditioning(options.prompt_embeds)
+    """The resolution and conditioning to run with; a bad one, or one at which a single item cannot fit in the
+    device's memory, is refused before any model is built."""
+    from autodelta.models.memory import check_generation_fits
+
+    resolution = profile.check_resolution(options.resolution)
+    placement = options.placement(profile)
+    need = profile.adapter.generation_bytes(resolution, placement.torch_dtype().itemsize)
+    check_generation_fits(profile.name, resolution, need, placement.device, profile.resolution)
+    return resolution, profile.adapter.conditioning(options.prompt_embeds)
 
 
 def evaluator_factory(profile: Profile, options: ModelOptions, placement: Placement, calib: Optional[int], heldout: bool,

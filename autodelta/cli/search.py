@@ -6,7 +6,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-from autodelta.cli.options import ModelOptions, evaluator_factory, prepare_inputs, resolve_devices, warn_random
+from autodelta.cli.options import (
+    ModelOptions,
+    check_weights_fit,
+    evaluator_factory,
+    prepare_inputs,
+    resolve_devices,
+    warn_random,
+)
 from autodelta.errors import AutodeltaError
 from autodelta.files import ensure_writable_dir, folder_lock
 
@@ -22,6 +29,8 @@ def run_search(options: ModelOptions, *, budget_text: str, trials: Optional[int]
     profile = load_profile(options.model or "tiny-dit")  # input errors first: they answer before torch loads
     if (trials is not None and trials < 1) or jobs < 1:
         raise AutodeltaError("--trials and --jobs must be at least 1")
+    check_weights_fit(profile, options)
+    prepare_inputs(profile, options)  # a resolution, prompt file or size that cannot run: before any study exists
     items = item_set(profile, calib, heldout=False)  # a bad --calib is refused before a study file exists
     check_bound(max_generations, len(items))
     device_list = resolve_devices(devices, options, jobs)
@@ -66,6 +75,7 @@ def _search(options: ModelOptions, profile: Any, settings: Any, calib: Optional[
             out: Path) -> None:
     """Open the study, generate (or read) the reference within the bound, search, then summarize and write."""
     from autodelta.cli.outputs import write_outputs
+    from autodelta.evaluation.calibration import item_set
     from autodelta.search.results import summarize
     from autodelta.search.run import run_search as search
     from autodelta.search.settings import sampler_name
@@ -82,7 +92,7 @@ def _search(options: ModelOptions, profile: Any, settings: Any, calib: Optional[
           f"{settings.space.name} ({settings.space.family}), sampler {sampler_name(settings)}, metric {settings.metric}, "
           f"{settings.trials} trials{bound}, storage {redact_url(settings.storage or '')}, study {settings.study_name}, "
           f"on {', '.join(str(p) for p in placements[:jobs])}")
-    evaluator = _reference(factory, settings)
+    evaluator = _reference(factory, settings, len(item_set(profile, calib, heldout=False)))
     worker_factories = [replace(factory, device=placements[(i + 1) % len(placements)].device) for i in range(jobs - 1)]
     workers = WorkerPool(worker_factories, settings) if jobs > 1 else None
     outcome = search(evaluator, settings, progress=True, workers=workers)
@@ -96,7 +106,7 @@ def _search(options: ModelOptions, profile: Any, settings: Any, calib: Optional[
         raise SystemExit(130)
 
 
-def _reference(factory: Any, settings: Any) -> Any:
+def _reference(factory: Any, settings: Any, items: int) -> Any:
     """The evaluator, its reference generated (or read from the cache) within the bound, booked in the study.
 
     The study opens first: a bad storage URL, or a study made for other settings, is refused
@@ -108,7 +118,8 @@ def _reference(factory: Any, settings: Any) -> Any:
 
     meter = bind_meter(WorkMeter(), open_study(settings), settings.run, settings.max_generations)
     try:
-        evaluator = factory(meter)
+        with meter.shown("reference", total=items):
+            evaluator = factory(meter)
     except WorkExhausted:
         raise AutodeltaError(f"--max-generations {settings.max_generations} leaves room for {meter.room()} more "
                              f"item-generations in study {settings.study_name}, and the reference needs more; raise "

@@ -14,7 +14,8 @@ def model_stack(schedule: Schedule) -> tuple[list[int], str] | None:
     and the model is known here (a profile, or the folder it was made from); ``None`` otherwise."""
     from autodelta.errors import AutodeltaError
     from autodelta.models.blocks import block_stack
-    from autodelta.models.discover import folder_transformer, is_pipeline_folder
+    from autodelta.models.discover import folder_transformer
+    from autodelta.models.hub import is_pipeline_folder
     from autodelta.models.loading import load_profile
 
     for origin in (schedule.model, schedule.source):

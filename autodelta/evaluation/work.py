@@ -125,3 +125,22 @@ class WorkMeter:
             yield
         finally:
             self.phase = previous
+
+    @contextmanager
+    def shown(self, desc: str, total: int | None = None, enabled: bool = True) -> Iterator[None]:
+        """A progress bar (on a terminal) of what is charged inside the block, for the phases that have no bar of
+        their own (the reference, the report): nothing that takes minutes runs silently."""
+        from tqdm.auto import tqdm
+
+        outer = self.on_charge
+        with tqdm(total=total, desc=desc, unit="gen", leave=False, disable=None if enabled else True) as bar:
+            def update(items: int) -> None:
+                bar.update(items)
+                if outer is not None:
+                    outer(items)
+
+            self.on_charge = update
+            try:
+                yield
+            finally:
+                self.on_charge = outer

@@ -29,7 +29,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "out_channels": (1, 4096), "num_embeds_ada_norm": (1, 1_000_000), "caption_channels": (1, 65536),
     "cross_attention_dim": (1, 65536), "joint_attention_dim": (1, 65536), "pooled_projection_dim": (1, 65536),
     "latent_channels": (1, 4096), "num_train_timesteps": (1, 1_000_000), "layers_per_block": (1, 64),
-    "norm_num_groups": (1, 4096),
+    "norm_num_groups": (1, 4096), "pos_embed_max_size": (1, 65536),
 }
 """Sane ranges of the integer fields a pipeline folder's configs give (anything beyond is a broken file)."""
 
@@ -44,23 +44,6 @@ DEFAULT_SAMPLE_SIZE = {"FluxPipeline": 128, "QwenImagePipeline": 128}
 """Latent side of a pipeline's default resolution where its transformer config does not say it (FLUX: 1024 px)."""
 TEXT_WIDTH_KEYS = ("caption_channels", "joint_attention_dim")
 """Transformer config fields that mark a text-conditioned model (PixArt, FLUX)."""
-
-
-def is_pipeline_folder(path: str | os.PathLike[str]) -> bool:
-    return (Path(path) / "model_index.json").is_file()
-
-
-def cached_hub_folder(repo_id: str) -> Path | None:
-    """The local snapshot of hub repo ``org/name`` if its files are in the Hugging Face cache, else ``None``."""
-    if repo_id.count("/") != 1 or any(part in ("", ".", "..") for part in repo_id.split("/")):
-        return None
-    try:
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # not cached (or no huggingface_hub): the caller says what to do
-        return None
-    return folder if is_pipeline_folder(folder) else None
 
 
 def folder_transformer(folder: str | os.PathLike[str]) -> tuple[str, dict[str, Any]]:
@@ -169,6 +152,19 @@ def check_components(index: dict[str, Any], root: Path) -> None:
                              f"folder {root / key} is missing; restore it, or re-save the pipeline")
 
 
+def check_transformer_class(pipeline: str, index: dict[str, Any], transformer: dict[str, Any], root: Path) -> None:
+    """The transformer class, as ``model_index.json`` and ``transformer/config.json`` name it, is one the pipeline
+    calls: another one builds, profiles and then fails at its first step with a keyword it does not take."""
+    from autodelta.models.adapters import transformer_classes
+
+    expected = transformer_classes(pipeline)
+    for name, path in ((index["transformer"][1], root / "model_index.json"),
+                       (transformer.get("_class_name"), root / "transformer" / "config.json")):
+        if name not in expected:
+            raise ModelError(f"{path}: the transformer is a {name}, but a {pipeline} calls a {' or '.join(expected)}; "
+                             "re-save the pipeline with its own transformer")
+
+
 def _block_list(vae: dict[str, Any], path: Path) -> list[int]:
     channels = vae.get("block_out_channels", [0])
     if not isinstance(channels, list) or not channels or not all(isinstance(c, int) and 0 <= c <= 65536
@@ -198,6 +194,7 @@ def profile_from_folder(folder: str | os.PathLike[str], source: str | None = Non
         name = part.get("_class_name")
         if part and (not isinstance(name, str) or not name.isidentifier()):
             raise ModelError(f"{path}: _class_name is {name!r}; it must name a diffusers class")
+    check_transformer_class(pipeline, index, transformer, root)
     config = _config(transformer)
     steps, guidance = _pipeline_defaults(pipeline, bool(config.get("guidance_embeds")))
     qwen_vae = vae.get("_class_name") == "AutoencoderKLQwenImage"

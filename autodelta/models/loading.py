@@ -29,7 +29,8 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
     """A profile by name (``dit-xl``) or by path to a YAML file; every field's type is checked."""
     candidate = Path(name_or_path)
     if candidate.is_dir() or ("/" in str(name_or_path) and not candidate.suffix and not candidate.exists()):
-        from autodelta.models.discover import cached_hub_folder, is_pipeline_folder, profile_from_folder
+        from autodelta.models.discover import profile_from_folder
+        from autodelta.models.hub import cached_hub_folder, is_pipeline_folder
 
         folder = candidate if candidate.is_dir() else cached_hub_folder(str(name_or_path))
         if folder is None:

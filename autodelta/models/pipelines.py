@@ -19,6 +19,9 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from autodelta.errors import ModelError
 from autodelta.logs import quieted
+from autodelta.models.checkpoint import check_weights
+from autodelta.models.hub import pipeline_folder
+from autodelta.models.memory import available_memory
 
 if TYPE_CHECKING:
     from autodelta.models.profile import Profile
@@ -65,18 +68,6 @@ def _diffusers_class(name: str, what: str) -> Any:
 
 
 
-def available_memory() -> int | None:
-    """Bytes of memory this machine can still give (Linux ``MemAvailable``), or ``None`` when unknown."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def _built(cls: Any, config: dict[str, Any], what: str, profile: Profile) -> Any:
     """``cls.from_config(config)``; a config it cannot build is one line naming the profile."""
     try:
@@ -88,9 +79,9 @@ def _built(cls: Any, config: dict[str, Any], what: str, profile: Profile) -> Any
                          f"({type(exc).__name__}: {reason}); fix the config or re-save the pipeline") from None
 
 
-def check_fits(profile: Profile, cls: Any) -> None:
+def check_fits(profile: Profile, cls: Any) -> Any:
     """Build the transformer on the meta device (nothing allocated) and refuse it when its parameters
-    would not fit in the memory this machine has left."""
+    would not fit in the memory this machine has left; the meta model, for further checks."""
     with torch.device("meta"):
         model = _built(cls, profile.transformer_config, "transformer", profile)
     count = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
@@ -99,6 +90,7 @@ def check_fits(profile: Profile, cls: Any) -> None:
         raise ModelError(f"profile {profile.name}: its transformer has {count / 1e9:.2f} G parameters, "
                          f"{need / 2**30:.1f} GiB in fp32, more than the {free / 2**30:.1f} GiB free here; check its "
                          "config (num_layers, num_embeds_ada_norm, widths)")
+    return model
 
 
 def _transformer_class(profile: Profile) -> Any:
@@ -149,6 +141,15 @@ def _build_vae(profile: Profile, seed: int) -> torch.nn.Module:
     raise ModelError(f"profile {profile.name}: vae.kind {kind!r} is unknown; use 'identity', 'space_to_depth', "
                      "'autoencoder_kl' or 'autoencoder_kl_qwenimage'")
 
+def check_pretrained(profile: Profile) -> None:
+    """Before a pretrained transformer loads: it fits in memory, and the weights in its folder (or the hub id's
+    cached snapshot) are the ones its config builds (:func:`~autodelta.models.checkpoint.check_weights`)."""
+    meta = check_fits(profile, _transformer_class(profile))
+    folder = pipeline_folder(profile.pretrained or "")
+    if folder is not None:
+        check_weights(meta, folder / "transformer")
+
+
 def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.dtype | None = None,
                   scheduler: str | None = None, seed: int = 0, device: str | torch.device | None = None) -> Any:
     """A ready pipeline: shipped weights, cached pretrained weights, or (asked for) random ones."""
@@ -167,7 +168,7 @@ def load_pipeline(profile: Profile, random_weights: bool = False, dtype: torch.d
             **extra,
         )
     else:
-        check_fits(profile, _transformer_class(profile))
+        check_pretrained(profile)
         try:
             with quieted("diffusers", level=logging.ERROR):
                 pipe = pipeline_cls.from_pretrained(profile.pretrained, local_files_only=True, **extra)

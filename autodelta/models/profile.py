@@ -177,7 +177,8 @@ class Profile:
         if cost is None and self.source is not None:
             from autodelta.models.profiler import profile_macs
 
-            measured = profile_macs(self.build_transformer(), self.example_inputs(batch=1), self.blocks_attr)
+            measured = profile_macs(self.build_transformer(), self.example_inputs(batch=1), self.blocks_attr,
+                                    progress=True)
             self.cost = {"resolution": self.resolution, **measured.as_dict()}
             cost = self.cost_model()
         if cost is None:
@@ -194,7 +195,7 @@ class Profile:
         from autodelta.models.profiler import profile_macs
 
         measured = profile_macs(self.build_transformer(), self.example_inputs(batch=1, resolution=resolution),
-                                self.blocks_attr).as_dict()["macs"]
+                                self.blocks_attr, progress=True).as_dict()["macs"]
         return CostModel(blocks=tuple(measured["blocks"]), pre=measured["pre"], post=measured["post"],
                          cfg_factor=self.cfg_factor)
 

@@ -65,7 +65,7 @@ def summarize(outcome: SearchOutcome, settings: SearchSettings, evaluator: Evalu
     before = meter.total
     results = []
     _check_every_budget_met(outcome, settings)
-    with meter.during("report"):
+    with meter.during("report"), meter.shown("report: the paper rule and held-out scores"):
         for budget in settings.all_budgets:
             items = records(outcome.study, budget, settings.metric)
             found = best_within_budget(items, metric.higher_is_better)

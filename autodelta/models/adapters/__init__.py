@@ -33,13 +33,21 @@ def supported_pipelines() -> tuple[str, ...]:
     return tuple(p for cls in ADAPTERS for p in cls.pipelines)
 
 
+def transformer_classes(pipeline: str) -> tuple[str, ...]:
+    """The transformer classes the family running ``pipeline`` calls (none for a pipeline no adapter runs)."""
+    return next((cls.transformers for cls in ADAPTERS if pipeline in cls.pipelines), ())
+
+
 def adapter_for(profile: Profile) -> ModelAdapter:
     """The adapter of the family whose pipelines include ``profile.pipeline``."""
     for cls in ADAPTERS:
         if profile.pipeline in cls.pipelines:
+            if profile.transformer_class not in cls.transformers:
+                raise ModelError(f"profile {profile.name}: a {profile.pipeline} calls a {' or '.join(cls.transformers)}, "
+                                 f"not a {profile.transformer_class}; fix the transformer class or the pipeline")
             return cls(profile)
     known = ", ".join(supported_pipelines())
     raise ModelError(f"profile {profile.name}: pipeline {profile.pipeline!r} is not supported; use one of {known}")
 
 
-__all__ = ["ADAPTERS", "ModelAdapter", "adapter_for", "supported_pipelines"]
+__all__ = ["ADAPTERS", "ModelAdapter", "adapter_for", "supported_pipelines", "transformer_classes"]

@@ -30,6 +30,8 @@ class ModelAdapter(ABC):
     """Short family name, as errors and docs say it."""
     pipelines: ClassVar[tuple[str, ...]]
     """The diffusers pipeline classes this family runs."""
+    transformers: ClassVar[tuple[str, ...]]
+    """The diffusers transformer classes those pipelines call (another one fails at its first step)."""
     text_conditioned: ClassVar[bool] = False
     """Conditions are prompt embeddings (indexed by the profile's condition ids), not class labels."""
 
@@ -52,6 +54,23 @@ class ModelAdapter(ABC):
             return profile.resolution
         raise ModelError(f"{profile.name} runs at its trained resolution {profile.resolution} px only "
                          "(its position embedding is fixed); drop --resolution")
+
+    def token_side(self, resolution: int | None = None) -> int:
+        """Image tokens per side at ``resolution``: the latent side over the patch size."""
+        profile = self.profile
+        return profile.latent_size(self.check_resolution(resolution)) // int(profile.transformer_config.get(
+            "patch_size", 1))
+
+    def generation_bytes(self, resolution: int | None = None, element_bytes: int = 4) -> int:
+        """Estimated peak activation bytes of generating one item (:func:`~autodelta.models.memory.generation_bytes`)."""
+        from autodelta.models.memory import generation_bytes
+
+        profile, config = self.profile, self.profile.transformer_config
+        width = int(config.get("num_attention_heads", 1)) * int(config.get("attention_head_dim", 0)) or int(
+            config.get("hidden_size", 0))
+        channels = profile.vae.get("config", {}).get("block_out_channels") or [0]
+        return generation_bytes(self.cfg_factor, self.token_side(resolution) ** 2, width, int(channels[0]),
+                                self.check_resolution(resolution), element_bytes)
 
     def conditioning(self, override: str | os.PathLike[str] | None = None) -> Any:
         """What the condition ids of items refer to (``None``: they are class labels themselves)."""

@@ -17,6 +17,7 @@ class ClassConditionalDiT(ModelAdapter):
 
     name = "class-conditional DiT"
     pipelines = ("DiTPipeline",)
+    transformers = ("DiTTransformer2DModel",)
 
     def example_inputs(self, batch: int = 1, dtype: torch.dtype = torch.float32, seed: int = 0,
                        resolution: int | None = None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ class Flux(PackedLatents):
 
     name = "FLUX"
     pipelines = ("FluxPipeline",)
+    transformers = ("FluxTransformer2DModel",)
     width_key = "joint_attention_dim"
     pooled_key = "pooled_projection_dim"
 

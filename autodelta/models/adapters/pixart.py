@@ -25,6 +25,7 @@ class PixArt(PromptConditioned):
 
     name = "PixArt"
     pipelines = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
+    transformers = ("PixArtTransformer2DModel",)
 
     def pipeline_components(self) -> dict[str, Any]:
         return {"tokenizer": None, "text_encoder": None}

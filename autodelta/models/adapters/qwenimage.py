@@ -24,6 +24,7 @@ class QwenImage(PackedLatents):
 
     name = "Qwen-Image"
     pipelines = ("QwenImagePipeline",)
+    transformers = ("QwenImageTransformer2DModel",)
     width_key = "joint_attention_dim"
 
     def pipeline_components(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ class StableDiffusion3(PromptConditioned):
 
     name = "SD3"
     pipelines = ("StableDiffusion3Pipeline",)
+    transformers = ("SD3Transformer2DModel",)
     width_key = "joint_attention_dim"
     pooled_key = "pooled_projection_dim"
 
@@ -33,13 +34,21 @@ class StableDiffusion3(PromptConditioned):
 
     def check_resolution(self, resolution: int | None) -> int:
         resolution = resolution or self.profile.resolution
-        self.profile.latent_size(resolution)  # a multiple of the VAE's scale times the patch size
+        side = self.profile.latent_size(resolution)  # a multiple of the VAE's scale times the patch size
+        patch = int(self.profile.transformer_config.get("patch_size", 1))
+        grid = self.profile.transformer_config.get("pos_embed_max_size")
+        if grid is not None and (not isinstance(grid, int) or grid < 1):
+            raise ModelError(f"{self.profile.name}: pos_embed_max_size is {grid!r}; it must be a positive grid side "
+                             "(SD3.5: 384) or null: fix the transformer config")
+        if grid is not None and side // patch > grid:
+            raise ModelError(f"{self.profile.name}: {resolution} px needs a {side // patch}-token side, more than its "
+                             f"pos_embed_max_size {grid}; pick at most {grid * patch * self.profile.vae_scale_factor} px")
         return int(resolution)
 
     def example_inputs(self, batch: int = 1, dtype: torch.dtype = torch.float32, seed: int = 0,
                        resolution: int | None = None) -> dict[str, Any]:
         profile = self.profile
-        size = profile.latent_size(resolution)
+        size = profile.latent_size(self.check_resolution(resolution))
         gen = torch.Generator().manual_seed(seed)
         embeddings = self.conditioning().pooled_kwargs(range(batch), dtype, negative=False)
         return {
