@@ -8,6 +8,7 @@ import torch
 from autodelta.models.loading import load_profile
 from autodelta.models.profile import Profile
 from autodelta.plan.schedule import CachedRange, DeltaDiTParams, Schedule, Step
+from tests.helpers import run_cli
 
 torch.set_num_threads(2)
 
@@ -20,20 +21,6 @@ def profile() -> Profile:
 @pytest.fixture()
 def pipe(profile: Profile):
     return profile.load_pipeline()
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Runs ``autodelta`` in this process: its exit code, stdout and stderr (what was printed before is dropped)."""
-    from autodelta.cli.app import main
-
-    capsys.readouterr()
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture()
@@ -57,4 +44,4 @@ def full_schedule(steps: int = 20, scheduler: str = "DPMSolverMultistepScheduler
     return make_schedule([None] * steps, scheduler=scheduler)
 
 
-__all__ = ["CachedRange", "make_schedule", "paper_schedule", "full_schedule", "run_cli"]
+__all__ = ["CachedRange", "make_schedule", "paper_schedule", "full_schedule"]

@@ -18,6 +18,31 @@ VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_cha
 """A two-level AutoencoderKL small enough for tests (8x down-sampling is not needed at 16 px)."""
 
 
+def tiny_vae():
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(1)
+    return AutoencoderKL(**VAE).eval()
+
+
+def tiny_scheduler():
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+
+
+def save_tiny_dit(folder, num_layers: int, classes: int):
+    """A tiny DiT pipeline (latent space, random weights, seed 0) saved with save_pretrained into ``folder``."""
+    from diffusers import DiTPipeline, DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
+                                        num_layers=num_layers, sample_size=8, patch_size=2,
+                                        num_embeds_ada_norm=classes).eval()
+    DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=tiny_scheduler()).save_pretrained(folder)
+    return folder
+
+
 def flux_folder(folder: Path, double: int = 19, single: int = 38, guidance: bool = False) -> Path:
     """A FluxPipeline folder (FLUX.1: 19 double- and 38 single-stream blocks), no text encoders."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel

@@ -14,7 +14,7 @@ from autodelta.errors import BudgetError
 from autodelta.evaluation.calibration import CalibrationSet
 from autodelta.plan.cost import CostModel, parse_budget
 from autodelta.plan.schedule import CachedRange
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli
 
 
 @pytest.mark.parametrize("budget", ["1.3x", "1.6x", "2.0x"])

@@ -5,16 +5,8 @@ import yaml
 
 from autodelta.plan.cost import paper_rule, parse_budget
 from autodelta.plan.schedule import CachedRange, load_schedule
-from tests.conftest import make_schedule, paper_schedule, run_cli
-
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2
-    lines = [line.split("\r")[-1] for line in err.strip().splitlines()]  # what a terminal shows: erased bars go
-    assert len(lines) == 1 and lines[0].startswith("autodelta: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0]
+from tests.conftest import make_schedule, paper_schedule
+from tests.helpers import assert_one_line_error, run_cli
 
 
 @pytest.fixture()

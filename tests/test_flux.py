@@ -10,8 +10,8 @@ from autodelta.models.blocks import find_blocks
 from autodelta.models.loading import load_profile
 from autodelta.plan.schedule import CachedRange
 from tests.conftest import make_schedule
-from tests.test_cli import assert_one_line_error, run_cli
-from tests.test_real_path import VAE
+from tests.factories import VAE
+from tests.helpers import assert_one_line_error, run_cli
 
 DOUBLE, SINGLE = 2, 4
 TOKENS = 6  # text tokens of the prompt embeddings file

@@ -18,7 +18,7 @@ from autodelta.search.families.explicit import plan_values
 from autodelta.search.samplers.moves import neighbours
 from autodelta.search.spaces import SpaceError, load_space
 from tests.conftest import make_schedule
-from tests.test_runtime import Recorder, delta_step_by_hand
+from tests.helpers import Recorder, delta_step_by_hand
 
 W, WF = CachedRange(0, 28), CachedRange(0, 28, 1)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

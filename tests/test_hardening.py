@@ -29,8 +29,8 @@ from autodelta.plan.schedule import DeltaDiTParams
 from autodelta.search.records import records
 from autodelta.search.run import run_search
 from tests.conftest import make_schedule, paper_schedule
+from tests.helpers import assert_one_line_error, run_cli
 from tests.search_worker import settings as worker_settings
-from tests.test_cli import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = "family: delta-dit\nparams:\n  N: {int: [1, 4]}\n  N_c: {int: [1, N_b]}\n  b: {int: [0, T]}\n"

@@ -15,8 +15,8 @@ import yaml
 from autodelta.files import folder_lock
 from autodelta.models.loading import load_profile
 from tests.conftest import make_schedule, paper_schedule
-from tests.test_cli import assert_one_line_error, run_cli
-from tests.test_real_path import save_tiny_dit
+from tests.factories import save_tiny_dit
+from tests.helpers import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from autodelta.models.prompts import random_prompt_embeddings
 from autodelta.plan.cost import paper_rule, parse_budget
 from autodelta.plan.schedule import CachedRange
 from tests.conftest import make_schedule
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from autodelta.models.loading import load_profile
 from autodelta.plan.schedule import CachedRange
 from tests import factories
 from tests.conftest import make_schedule
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
 LAYERS = 3
 

@@ -13,36 +13,8 @@ from autodelta.models.devices import resolve
 from autodelta.models.loading import load_profile
 from autodelta.plan.schedule import CachedRange
 from tests.conftest import make_schedule
-from tests.test_cli import assert_one_line_error, run_cli
-
-VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_channels": [8, 8],
-       "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
-       "layers_per_block": 1, "norm_num_groups": 4, "sample_size": 16, "scaling_factor": 0.18215}
-
-
-def tiny_vae():
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(1)
-    return AutoencoderKL(**VAE).eval()
-
-
-def tiny_scheduler():
-    from diffusers import DPMSolverMultistepScheduler
-
-    return DPMSolverMultistepScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
-
-
-def save_tiny_dit(folder, num_layers: int, classes: int):
-    """A tiny DiT pipeline (latent space, random weights, seed 0) saved with save_pretrained into ``folder``."""
-    from diffusers import DiTPipeline, DiTTransformer2DModel
-
-    torch.manual_seed(0)
-    transformer = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                                        num_layers=num_layers, sample_size=8, patch_size=2,
-                                        num_embeds_ada_norm=classes).eval()
-    DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=tiny_scheduler()).save_pretrained(folder)
-    return folder
+from tests.factories import save_tiny_dit, tiny_scheduler, tiny_vae
+from tests.helpers import assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from autodelta.errors import ScheduleError
 from autodelta.models.loading import load_profile
 from autodelta.plan.schedule import CachedRange
 from tests.conftest import full_schedule, make_schedule, paper_schedule
+from tests.helpers import Recorder, delta_step_by_hand
 
 
 def _run(pipe, steps=20, labels=(3, 7), seed=0):
@@ -31,43 +32,6 @@ def test_all_full_plan_is_bit_identical_and_removal_restores(pipe):
     assert not (cached == baseline).all()  # the schedule really changed the computation
     assert (_run(pipe) == baseline).all()  # ... and leaving the context restored the model
     assert pipe.transformer.forward.__func__ is type(pipe.transformer).forward
-
-
-class Recorder:
-    """Block inputs/outputs of an unpatched model, by call."""
-
-    def __init__(self, blocks):
-        self.inputs, self.outputs, self.kwargs = [], [], []
-        self.handles = []
-        for k, block in enumerate(blocks):
-            self.handles.append(block.register_forward_pre_hook(self._pre(k), with_kwargs=True))
-            self.handles.append(block.register_forward_hook(self._post(k)))
-
-    def _pre(self, k):
-        def hook(mod, args, kwargs):
-            self.inputs.append(args[0] if args else kwargs["hidden_states"])
-            self.kwargs.append(dict(kwargs))
-        return hook
-
-    def _post(self, k):
-        def hook(mod, args, out):
-            self.outputs.append(out)
-        return hook
-
-    def close(self):
-        for h in self.handles:
-            h.remove()
-
-
-def delta_step_by_hand(blocks, h, kwargs, s, n, delta):
-    """The last hidden state of a Δ step over ``[s, s+n)`` with offset ``delta``, block by block."""
-    with torch.no_grad():
-        for k in range(s):
-            h = blocks[k](h, **kwargs)
-        h = h + delta
-        for k in range(s + n, len(blocks)):
-            h = blocks[k](h, **kwargs)
-    return h
 
 
 @pytest.mark.parametrize("name", ["dit-test", "pixart-test"])

@@ -9,8 +9,8 @@ import autodelta
 from autodelta.models.loading import load_profile
 from autodelta.plan.schedule import CachedRange
 from tests.conftest import make_schedule
-from tests.test_cli import run_cli
-from tests.test_real_path import VAE
+from tests.factories import VAE
+from tests.helpers import run_cli
 
 LAYERS = 3
 

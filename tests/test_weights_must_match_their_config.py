@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests import factories
+from tests.helpers import refusal
 
 
 def _edit(path: Path, **values) -> None:
@@ -18,14 +19,9 @@ def _edit(path: Path, **values) -> None:
     path.write_text(json.dumps(doc))
 
 
-def _refusal(cli, *argv: str) -> str:
-    code, _, err = cli(*argv)
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-    return err
-
 
 def _search(cli, folder: Path, out: Path) -> str:
-    return _refusal(cli, "search", "--model", str(folder), "--budget", "1.6x", "--trials", "1", "--calib", "1",
+    return refusal(cli, "search", "--model", str(folder), "--budget", "1.6x", "--trials", "1", "--calib", "1",
                     "--resolution", "16", "--out", str(out))
 
 
@@ -59,7 +55,7 @@ def test_weights_the_config_has_no_place_for_are_refused(cli, tmp_path, flux):
 def test_a_transformer_of_another_family_is_refused_before_it_is_profiled(cli, tmp_path, flux):
     folder = _copy(flux, tmp_path)
     _edit(folder / "transformer" / "config.json", _class_name="SD3Transformer2DModel")
-    err = _refusal(cli, "profile", "--model", str(folder), "--out", str(tmp_path / "p.yaml"))
+    err = refusal(cli, "profile", "--model", str(folder), "--out", str(tmp_path / "p.yaml"))
     assert "SD3Transformer2DModel" in err and "FluxPipeline calls a FluxTransformer2DModel" in err
     assert not (tmp_path / "p.yaml").exists()
 

@@ -54,12 +54,13 @@ def run_evaluate(schedule_path: Path, options: ModelOptions, *, calib: Optional[
         _, conditioning = prepare_inputs(profile, options)
         warn_random(profile, options.random_weights, conditioning)
         evaluator = evaluator_factory(profile, options, placement, calib, heldout, metric_names)()
-        result = evaluator.evaluate(schedule.plan)
+        images = evaluator.generate(schedule.plan)  # once: scored and drawn
+        result = evaluator.score(schedule.plan, images)
         full = evaluator.score([None] * schedule.steps, evaluator.reference)
         which = "held-out" if heldout else "calibration"
         print(f"{schedule_path}: {profile.name}, {len(evaluator.calibration)} {which} items on {placement}, "
               f"{result.speedup:.3f}x MACs speed-up")
-        print_and_save_comparison("schedule", result.metrics, full.metrics, evaluator.generate(schedule.plan).cpu(),
+        print_and_save_comparison("schedule", result.metrics, full.metrics, images.cpu(),
                                    evaluator.reference.cpu(), out)
 
 

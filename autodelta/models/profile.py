@@ -6,6 +6,7 @@ pipeline and counting its cost live in :mod:`autodelta.models.pipelines` and
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -81,9 +82,10 @@ class Profile:
             return None
         return Path(self.origin).name if Path(self.origin).is_absolute() else self.origin
 
-    @property
+    @functools.cached_property
     def adapter(self) -> ModelAdapter:
-        """The model family's adapter (class-conditional DiT, PixArt, …) for this profile."""
+        """The model family's adapter (class-conditional DiT, PixArt, …) for this profile, made once (it reads
+        the profile's fields live, so a changed guidance scale still counts)."""
         from autodelta.models.adapters import adapter_for
 
         return adapter_for(self)

@@ -89,34 +89,61 @@ def plan_front(model: SegmentModel, cost: CostModel, choices: Sequence[CachedRan
     amounts, so a run scores at most ``MAX_COMBOS`` assignments). One bucket is ``1/resolution`` of the
     cheapest block's MACs.
     """
-    steps = model.steps
-    skip = {c: cost.cfg_factor * sum(cost.blocks[c.start : c.stop]) for c in choices}
-    unit = cost.cfg_factor * min(cost.blocks) / resolution
-    buckets = int(max(skip.values()) * (steps - 1) / unit) + 2
-    groups = sorted({int(skip[c] // unit) for c in choices})  # choices that skip the same MACs compete per step
-    if len(groups) > 1:
-        max_run = max(1, min(max_run, int(math.log(MAX_COMBOS, len(groups)))))
+    solver = _FrontSolver(model, cost, choices, max_run, resolution)
+    final = solver.solve()
+    plans = {k: solver.rebuild(k) for k in np.nonzero(np.isfinite(final))[0].tolist()}
+    return PlanFront(steps=model.steps, unit=solver.unit, full_macs=cost.full_macs(model.steps), cost=final,
+                     _plans=plans)
 
-    def runs(a: int, b: int | None, stop: int) -> list[_Run]:
+
+class _FrontSolver:
+    """The DP's tables: per state (last full step, the one before), the cheapest predicted cost per bucket of
+    skipped MACs, and where it came from (previous state, previous bucket, run)."""
+
+    def __init__(self, model: SegmentModel, cost: CostModel, choices: Sequence[CachedRange], max_run: int,
+                 resolution: int) -> None:
+        self.model, self.choices, self.steps = model, choices, model.steps
+        self.skip = {c: cost.cfg_factor * sum(cost.blocks[c.start : c.stop]) for c in choices}
+        self.unit = cost.cfg_factor * min(cost.blocks) / resolution
+        self.buckets = int(max(self.skip.values()) * (self.steps - 1) / self.unit) + 2
+        groups = sorted({int(self.skip[c] // self.unit) for c in choices})  # same skipped MACs compete per step
+        self.max_run = max(1, min(max_run, int(math.log(MAX_COMBOS, len(groups))))) if len(groups) > 1 else max_run
+        self.ids: dict[tuple[int, int | None], int] = {}
+        self.value: list[np.ndarray] = []
+        self.came: list[np.ndarray] = []  # [3, buckets]: previous state id, previous bucket, run id (-1: none)
+        self.chosen: list[tuple[CachedRange, ...]] = []
+        self.keys: dict[int, tuple[int, int | None]] = {}
+
+    def state(self, key: tuple[int, int | None]) -> int:
+        if key not in self.ids:
+            self.ids[key] = len(self.value)
+            self.value.append(np.full(self.buckets, np.inf))
+            self.came.append(np.full((3, self.buckets), -1, dtype=np.int64))
+        return self.ids[key]
+
+    def _options(self, i: int, a: int, b: int | None) -> list[tuple[int, np.ndarray, CachedRange]]:
+        """Step ``i``'s choices between full steps: the model-cheapest one per group of equal skipped MACs."""
+        per_group: dict[int, tuple[float, int, np.ndarray, CachedRange]] = {}
+        for choice in self.choices:
+            if choice.forecast and b is None:
+                continue
+            terms = self.model.step_terms(i, choice, a, b)
+            own = float(self.model.run_costs(terms[None, None])[0])
+            group = int(self.skip[choice] // self.unit)
+            held = per_group.get(group)
+            if held is None or own < held[0]:
+                per_group[group] = (own, group, terms, choice)
+        return [(m, t, c) for _, m, t, c in per_group.values()]
+
+    def runs(self, a: int, b: int | None, stop: int) -> list[_Run]:
+        """The cheapest Δ run per skipped total between full steps ``a`` and ``stop`` (``b``: the one before ``a``)."""
         inner = list(range(a + 1, stop))
         if not inner:
             return [_Run(0, 0.0, ())]
-        options: list[list[tuple[int, np.ndarray, CachedRange]]] = []
-        for i in inner:
-            per_group: dict[int, tuple[float, int, np.ndarray, CachedRange]] = {}
-            for choice in choices:
-                if choice.forecast and b is None:
-                    continue
-                terms = model.step_terms(i, choice, a, b)
-                own = float(model.run_costs(terms[None, None])[0])
-                group = int(skip[choice] // unit)
-                held = per_group.get(group)
-                if held is None or own < held[0]:
-                    per_group[group] = (own, group, terms, choice)
-            options.append([(m, t, c) for _, m, t, c in per_group.values()])
+        options = [self._options(i, a, b) for i in inner]
         combos = np.array(list(itertools.product(*[range(len(o)) for o in options])))  # [runs, steps]
         terms = np.stack([np.stack([t for _, t, _ in o]) for o in _padded(options)])  # [steps, groups, items]
-        values = model.run_costs(terms[np.arange(len(inner)), combos])
+        values = self.model.run_costs(terms[np.arange(len(inner)), combos])
         skipped = np.array([[options[j][g][0] for j, g in enumerate(row)] for row in combos]).sum(1)
         best: dict[int, _Run] = {}
         for row, total, value in zip(combos.tolist(), skipped.tolist(), values.tolist()):
@@ -124,55 +151,43 @@ def plan_front(model: SegmentModel, cost: CostModel, choices: Sequence[CachedRan
                 best[total] = _Run(total, value, tuple(options[j][g][2] for j, g in enumerate(row)))
         return list(best.values())
 
-    # states (a, b): the cheapest cost per bucket, and where it came from (state, bucket, run)
-    ids: dict[tuple[int, int | None], int] = {}
-    value: list[np.ndarray] = []
-    came: list[np.ndarray] = []  # [3, buckets]: previous state id, previous bucket, run id (-1: none)
-    chosen: list[tuple[CachedRange, ...]] = []
+    def solve(self) -> np.ndarray:
+        """Fill the tables step by step; the cost per bucket of complete plans."""
+        self.value[self.state((0, None))][0] = 0.0
+        end = self.state((self.steps, None))  # past the last step: the plan is complete
+        for a in range(self.steps):
+            for key in [k for k in self.ids if k[0] == a]:
+                sid = self.ids[key]
+                if not np.isfinite(self.value[sid]).any():
+                    continue
+                for stop in range(a + 1, min(self.steps, a + self.max_run + 1) + 1):
+                    target = self.state((stop, a)) if stop < self.steps else end
+                    for run in self.runs(a, key[1], stop):
+                        self._relax(sid, target, run)
+        self.keys = {sid: key for key, sid in self.ids.items()}
+        return self.value[end]
 
-    def state(key: tuple[int, int | None]) -> int:
-        if key not in ids:
-            ids[key] = len(value)
-            value.append(np.full(buckets, np.inf))
-            came.append(np.full((3, buckets), -1, dtype=np.int64))
-        return ids[key]
+    def _relax(self, sid: int, target: int, run: _Run) -> None:
+        shifted = np.full(self.buckets, np.inf)
+        shifted[run.skipped :] = self.value[sid][: self.buckets - run.skipped] + run.cost
+        better = shifted < self.value[target]
+        if better.any():
+            self.value[target][better] = shifted[better]
+            self.came[target][0, better] = sid
+            self.came[target][1, better] = np.nonzero(better)[0] - run.skipped
+            self.came[target][2, better] = len(self.chosen)
+            self.chosen.append(run.choices)
 
-    value[state((0, None))][0] = 0.0
-    end = state((steps, None))  # past the last step: the plan is complete
-    for a in range(steps):
-        for key in [k for k in ids if k[0] == a]:
-            sid = ids[key]
-            current = value[sid]
-            if not np.isfinite(current).any():
-                continue
-            for stop in range(a + 1, min(steps, a + max_run + 1) + 1):
-                target = state((stop, a)) if stop < steps else end
-                for run in runs(a, key[1], stop):
-                    shifted = np.full(buckets, np.inf)
-                    shifted[run.skipped :] = current[: buckets - run.skipped] + run.cost
-                    better = shifted < value[target]
-                    if better.any():
-                        value[target][better] = shifted[better]
-                        came[target][0, better] = sid
-                        came[target][1, better] = np.nonzero(better)[0] - run.skipped
-                        came[target][2, better] = len(chosen)
-                        chosen.append(run.choices)
-
-    keys = {sid: key for key, sid in ids.items()}
-
-    def rebuild(k: int) -> tuple[Step, ...]:
-        plan: list[Step] = [None] * steps
-        sid = end
-        while sid != ids[(0, None)]:
-            previous, k, run = (int(v) for v in came[sid][:, k])
-            a = keys[previous][0]
-            plan[a + 1 : a + 1 + len(chosen[run])] = chosen[run]
+    def rebuild(self, k: int) -> tuple[Step, ...]:
+        """The plan ending in bucket ``k``, followed back from the end state (after :meth:`solve`)."""
+        plan: list[Step] = [None] * self.steps
+        sid, start = self.ids[(self.steps, None)], self.ids[(0, None)]
+        while sid != start:
+            previous, k, run = (int(v) for v in self.came[sid][:, k])
+            a = self.keys[previous][0]
+            plan[a + 1 : a + 1 + len(self.chosen[run])] = self.chosen[run]
             sid = previous
         return tuple(plan)
-
-    final = value[end]
-    plans = {k: rebuild(k) for k in np.nonzero(np.isfinite(final))[0].tolist()}
-    return PlanFront(steps=steps, unit=unit, full_macs=cost.full_macs(steps), cost=final, _plans=plans)
 
 
 def _padded(options: list[list[tuple[int, np.ndarray, CachedRange]]]) -> list[list[tuple[int, np.ndarray, CachedRange]]]:
