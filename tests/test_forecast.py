@@ -114,12 +114,17 @@ def test_spaces_name_forecast_choices_and_moves_toggle_them(tmp_path):
     values = {f"step_{i}": 3 if i % 2 else 0 for i in range(1, 20)}
     plan = space.plan(values, 20, 28)
     assert plan[1] == W and plan[3] == WF  # step 1 has one full step before it: it replays
-    assert plan_values(plan, space.range_set(28)) is not None
+    values_back = plan_values(plan, space.range_set(28))
+    assert values_back is not None and space.plan(values_back, 20, 28) == plan  # the values round-trip
+    assert values_back["step_3"] == 3  # WF is the third choice
     cost = CostModel.seeded(28)
     budget = parse_budget("1.6x")
     hood = neighbours(plan, space.range_set(28), lambda p: budget.allows(cost.speedup(p)))
     assert any(p[3] == W and p[4:] == plan[4:] for p in hood)  # forecast → replay is one move
-    assert all(validate_plan(p, 28) for p in hood)
+    for p in hood:
+        assert validate_plan(p, 28) == tuple(p)  # raises on a broken plan
+        assert budget.allows(cost.speedup(p)) and p != tuple(plan)
+        assert all(s != WF or sum(t is None for t in p[:i]) >= 2 for i, s in enumerate(p))  # forecasts need two
     bad = tmp_path / "bad.yaml"
     bad.write_text("family: explicit\nranges:\n  whole: [0, N_b]\nforecast: [front]\nparams:\n  step: {int: [0, R]}\n")
     with pytest.raises(SpaceError, match=r"'forecast' must list range names from \['whole'\]"):

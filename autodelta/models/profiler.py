@@ -16,7 +16,7 @@ import platform
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 from typing import Any
 
@@ -98,6 +98,7 @@ class CostProfile:
     resolution: int | None = None
     repeats: int = 0
     device: str = "cpu"
+    threads: int = field(default_factory=torch.get_num_threads)  # the CPU threads it was measured with
 
     @property
     def total_macs(self) -> float:
@@ -128,7 +129,7 @@ class CostProfile:
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "device": self.device,
             "device_name": _device_name(self.device),
-            "threads": torch.get_num_threads(),
+            "threads": self.threads,
             "torch": str(torch.__version__),
             "diffusers": str(diffusers.__version__),
             "date": _dt.date.today().isoformat(),
@@ -250,6 +251,7 @@ def profile(transformer: torch.nn.Module, inputs: dict[str, Any], blocks_attr: B
         result.batch = int(inputs["hidden_states"].shape[0])
         result.dtype = dtype_name(first.dtype)
         result.repeats = repeats
+        result.threads = torch.get_num_threads()
     return result
 
 
