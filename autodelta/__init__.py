@@ -22,6 +22,7 @@ _EXPORTS = {
     "RuntimeStats": "autodelta.runtime.state",
     "Schedule": "autodelta.plan.schedule",
     "apply": "autodelta.runtime.apply",
+    "load_profile": "autodelta.models.loading",
     "load_schedule": "autodelta.plan.schedule",
     "paper_rule": "autodelta.plan.cost",
     "parse_budget": "autodelta.plan.cost",
@@ -30,11 +31,12 @@ _EXPORTS = {
 
 __all__ = [
     "__version__", "AutodeltaError", "Budget", "CachedRange", "CostModel", "CostProfile", "DeltaCacheHandle", "DeltaDiTParams",
-    "RuntimeStats", "Schedule", "apply", "load_schedule", "paper_rule", "parse_budget", "profile",
+    "RuntimeStats", "Schedule", "apply", "load_profile", "load_schedule", "paper_rule", "parse_budget", "profile",
 ]
 
 if TYPE_CHECKING:
     from autodelta.errors import AutodeltaError
+    from autodelta.models.loading import load_profile
     from autodelta.models.profiler import CostProfile, profile
     from autodelta.plan.cost import Budget, CostModel, paper_rule, parse_budget
     from autodelta.plan.schedule import CachedRange, DeltaDiTParams, Schedule, load_schedule

@@ -10,6 +10,7 @@ from autodelta.plan.schedule import load_schedule
 from tests import factories
 
 
+@pytest.mark.slow
 def test_apply_loads_the_recorded_source_and_counts_macs_where_it_runs(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     factories.flux_folder(tmp_path / "pipes" / "fx", double=2, single=4)

@@ -61,6 +61,7 @@ def runner(profile):
     return ItemwiseRunner(profile, profile.load_pipeline(), items, profile.cost_model())
 
 
+@pytest.mark.slow
 def test_harness_counts_exactly_what_a_plan_runs(profile, runner):
     full = runner.run()
     assert full.speedup == pytest.approx(1.0) and runner.counts == [3 * 20] * 28
@@ -70,6 +71,7 @@ def test_harness_counts_exactly_what_a_plan_runs(profile, runner):
     assert not torch.equal(run.images, full.images)
 
 
+@pytest.mark.slow
 def test_first_block_cache_is_tuned_to_the_budget_and_removed_cleanly(profile, runner):
     from autodelta.baselines.fbcache import FirstBlockCache
 
@@ -83,6 +85,7 @@ def test_first_block_cache_is_tuned_to_the_budget_and_removed_cleanly(profile, r
     assert torch.equal(runner.run().images, full.images)  # hooks gone: full compute again
 
 
+@pytest.mark.slow
 def test_dbcache_runs_through_cache_dit(profile, runner):
     from autodelta.baselines.hooks import cache_dit_installer
 
@@ -97,6 +100,7 @@ def test_dbcache_runs_through_cache_dit(profile, runner):
     assert torch.equal(runner.run().images, full.images)
 
 
+@pytest.mark.slow
 def test_evaluate_baseline_end_to_end(capsys, tmp_path):
     code, out, err = run_cli(capsys, "evaluate", "--baseline", "fora", "--model", "dit-test", "--budget", "2x",
                              "--calib", "2", "--out", str(tmp_path / "e"))
@@ -123,6 +127,7 @@ def test_greedy_replays_the_cheapest_step_each_round_until_the_budget():
     assert plan[first] == whole  # round one took the step whose replay costs least
 
 
+@pytest.mark.slow
 def test_greedy_from_the_cli(capsys, tmp_path):
     code, out, err = run_cli(capsys, "evaluate", "--baseline", "greedy", "--model", "dit-test", "--budget", "1.3x",
                              "--calib", "2", "--heldout", "--out", str(tmp_path / "g"))
@@ -132,6 +137,7 @@ def test_greedy_from_the_cli(capsys, tmp_path):
     assert speed >= 1.3
 
 
+@pytest.mark.slow
 def test_pab_skips_attention_inside_blocks_and_the_harness_counts_it(profile, runner):
     """PAB leaves every block running; the counters on the attention modules see the skipped calls."""
     from autodelta.baselines.pab import PyramidAttentionBroadcast
@@ -152,6 +158,7 @@ def test_pab_skips_attention_inside_blocks_and_the_harness_counts_it(profile, ru
     assert torch.equal(runner.run().images, runner.run().images)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["taylorseer", "magcache", "seacache", "dbcache-taylorseer"])
 def test_run_time_methods_are_tuned_on_calibration_items_to_the_budget(profile, name):
     """Each method's own knob meets the budget on the calibration items; the scored items are others."""
@@ -185,6 +192,7 @@ def test_a_budget_beyond_a_methods_reach_names_its_maximum(capsys, profile):
         comparison.baseline("pab", parse_budget("3x"))
 
 
+@pytest.mark.slow
 def test_extra_memory_on_cpu_is_the_delta_cache_a_plan_holds(profile):
     """The CPU census (autodelta.evaluation.held_memory) sees one Δ per replayed range and two per forecast one."""
     items = CalibrationSet.from_profile(profile, 1)

@@ -109,6 +109,7 @@ def test_search_then_apply_end_to_end_and_resume(capsys, tmp_path):
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_one_search_writes_a_schedule_per_budget_and_reports_its_generations(capsys, tmp_path):
     out = tmp_path / "s"
     code, stdout, err = run_cli(capsys, "search", "--model", "dit-test", "--budgets", "2x,1.3x", "--trials", "4",
@@ -179,6 +180,7 @@ def test_usage_errors_are_one_line_and_exit_2(capsys, argv, needles):
     assert_one_line_error(code, err, *needles)
 
 
+@pytest.mark.slow
 def test_usage_errors_from_the_installed_script_have_no_traceback(tmp_path):
     import subprocess
     import sys

@@ -139,6 +139,7 @@ def test_a_delta_step_across_the_double_single_boundary_matches_the_hand_computa
     assert torch.equal(got, hand) and not torch.equal(got, expected_out)
 
 
+@pytest.mark.slow
 def test_search_then_apply_on_a_flux_folder(capsys, flux_folder, prompts_file, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "s"

@@ -71,6 +71,7 @@ def test_2_storage_password_is_masked_in_output_and_files(capsys, tmp_path):
             assert secret.encode() not in path.read_bytes(), path.name
 
 
+@pytest.mark.slow
 def test_2_default_study_path_is_not_written_into_the_schedule(capsys, tmp_path):
     out = tmp_path / "o"
     code, _, err = run_cli(capsys, "search", "--model", "dit-test", "--trials", "2", "--calib", "1", "--out", str(out))
@@ -104,6 +105,7 @@ def _wait_for_completed(storage: str, count: int, timeout: float = 90) -> None:
     raise AssertionError(f"fewer than {count} trials completed in {timeout} s")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(5))
 def test_3_ctrl_c_with_two_workers_stops_cleanly(tmp_path, attempt):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -118,6 +120,7 @@ def test_3_ctrl_c_with_two_workers_stops_cleanly(tmp_path, attempt):
     assert states.count(optuna.trial.TrialState.COMPLETE) >= 3 + attempt
 
 
+@pytest.mark.slow
 def test_7_workers_die_with_a_killed_parent(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     proc = _start(storage, 400, 0.05, 2)
@@ -204,6 +207,7 @@ def test_5_a_model_that_only_makes_nan_stops_with_one_clear_error(tmp_path):
 
 
 # 6. a storage server that never answers ---------------------------------------------------------------
+@pytest.mark.slow
 def test_6_silent_storage_server_fails_fast_without_the_password(capsys, tmp_path):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -377,6 +381,7 @@ def test_11_stale_running_trials_are_failed_on_resume(tmp_path, monkeypatch):
     assert state == optuna.trial.TrialState.FAIL
 
 
+@pytest.mark.slow
 def test_12_the_cli_and_the_schedule_readers_do_not_import_torch():
     code = ("import sys, autodelta.cli.app, autodelta.cli.options, autodelta.cli.rule, autodelta.cli.show, "
             "autodelta.plan.schedule, autodelta.plan.cost, autodelta.models.loading, autodelta.models.profile, "

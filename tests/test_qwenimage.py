@@ -60,6 +60,7 @@ def test_the_sampler_is_the_pipeline_and_a_schedule_runs_on_both_streams(qwen_fo
     assert (generate() == baseline).all()
 
 
+@pytest.mark.slow
 def test_search_then_apply_on_a_qwen_image_folder(capsys, qwen_folder, prompts_file, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "s"

@@ -87,6 +87,7 @@ def test_a_saved_dit_pipeline_folder_is_a_model(dit_folder):
     assert cost.num_blocks == 28 and cost.blocks[0] > 0
 
 
+@pytest.mark.slow
 def test_search_and_apply_on_a_pipeline_folder(capsys, dit_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "s"

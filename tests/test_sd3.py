@@ -57,6 +57,7 @@ def test_the_sampler_is_the_pipeline_and_a_range_may_end_at_the_textless_last_bl
     assert float(abs(cached - baseline).max()) < 0.5
 
 
+@pytest.mark.slow
 def test_search_then_apply_on_an_sd3_folder(capsys, sd3_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "s"

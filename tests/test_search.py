@@ -132,6 +132,7 @@ def _completed(storage: str) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ["delta-dit", "explicit"])
 def test_sigkill_mid_run_then_resume_keeps_every_completed_trial(tmp_path, space):
     storage = f"sqlite:///{tmp_path / 'kill.db'}"

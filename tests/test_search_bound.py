@@ -32,6 +32,7 @@ def _study(out: Path, name: str = "dit-test-explicit-1.6x") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
 
 
+@pytest.mark.slow
 def test_a_reached_bound_writes_the_best_verified_schedule_and_a_larger_one_resumes(cli, tmp_path, monkeypatch):
     """dit-test, 2 items, 20 steps, real generations: reference 2, probes on 1 item (37: at most half the room),
     then trials of 2 until the bound of 100 (40 asked, so the bound stops them)."""
@@ -114,6 +115,7 @@ def test_budgets_with_a_sampler_that_serves_one_budget_are_refused(cli, tmp_path
     assert code == 2 and err.count("\n") == 1 and "--budgets serves several budgets" in err and "tpe" in err
 
 
+@pytest.mark.slow
 def test_two_workers_under_a_bound_stop_at_it_and_each_books_its_own_work(tmp_path):
     """Synthetic evaluator (1 item per trial), the model sampler, a main process and a worker: the run ends,
     the study's total is at most the bound, and both processes' trials are in the ledger."""
@@ -165,6 +167,7 @@ def test_an_out_of_memory_retry_is_charged_and_the_reference_key_stays_stable(pr
     assert torch.equal(again.reference, first.reference)
 
 
+@pytest.mark.slow
 def test_a_cached_reference_is_booked_as_cached_and_costs_nothing(profile, tmp_path):
     space = load_space("explicit", profile.steps, profile.num_blocks)
     from autodelta.evaluation.diffusion import EvaluatorFactory

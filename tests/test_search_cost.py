@@ -204,6 +204,7 @@ def test_one_study_serves_every_budget_for_less_than_separate_searches(tmp_path)
     assert evaluator.meter.total <= 40 * world.items
 
 
+@pytest.mark.slow
 def test_resume_and_a_second_run_spend_nothing_again_on_the_reference_or_the_model(profile, tmp_path):
     """dit-test, 2 items, 20 steps: probes run once per study and the reference once per cache."""
     from autodelta.evaluation.diffusion import EvaluatorFactory
@@ -226,6 +227,7 @@ def test_resume_and_a_second_run_spend_nothing_again_on_the_reference_or_the_mod
     assert len(outcome.records) == 5
 
 
+@pytest.mark.slow
 def test_two_workers_lose_no_trial_and_share_one_reference_and_one_model(profile, tmp_path):
     """``--jobs 2`` on dit-test: the worker opens the study after the model's probes ran, reads the
     reference from the shared cache, and the two processes complete every asked trial between them."""
@@ -275,6 +277,7 @@ def _plans_at_equal_speedup(count: int, steps: int, choices, cost, budget, seed:
     return plans
 
 
+@pytest.mark.slow
 def test_the_error_model_ranks_real_plans_of_equal_speedup_on_tiny_dit(capsys):
     """Probes on 4 items, then 15 plans at 2x (MACs within 2%) generated for real on 8 items: the model ranks
     them, and speed-up alone cannot (measured: Spearman 0.85 for the model, -0.09 for speed-up)."""

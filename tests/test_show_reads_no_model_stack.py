@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from autodelta.plan.schedule import CachedRange, Schedule
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_show_of_a_folder_model_in_the_current_directory_imports_no_torch(tmp_path):
     factories.flux_folder(tmp_path / "my-flux", double=2, single=4)
     plan = (None, CachedRange(1, 4), None, CachedRange(0, 6))

@@ -50,6 +50,7 @@ def test_skipping_more_blocks_scores_worse_on_tiny_dit(tiny):
     assert a.metrics["psnr"] > b.metrics["psnr"] and a.metrics["ssim"] > b.metrics["ssim"]
 
 
+@pytest.mark.slow
 def test_training_script_runs_on_a_tiny_setting(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_tiny_dit.py"), "--quick", "--out-dir",
