@@ -30,7 +30,7 @@ def run_search(options: ModelOptions, *, budget_text: str, trials: Optional[int]
     if (trials is not None and trials < 1) or jobs < 1:
         raise AutodeltaError("--trials and --jobs must be at least 1")
     check_weights_fit(profile, options)
-    prepare_inputs(profile, options)  # a resolution, prompt file or size that cannot run: before any study exists
+    _, conditioning = prepare_inputs(profile, options)  # a resolution, prompt file or size that cannot run: before any study exists
     items = item_set(profile, calib, heldout=False)  # a bad --calib is refused before a study file exists
     check_bound(max_generations, len(items))
     device_list = resolve_devices(devices, options, jobs)
@@ -38,7 +38,7 @@ def run_search(options: ModelOptions, *, budget_text: str, trials: Optional[int]
     with folder_lock(out, "search"):
         settings = _settings(profile, budgets_text or budget_text, space_name, metric, trials, storage, study, out,
                              sampler, seed, resume_any, max_generations)
-        _search(options, profile, settings, calib, jobs, device_list, out)
+        _search(options, profile, conditioning, settings, calib, jobs, device_list, out)
 
 
 def _settings(profile: Any, budget_text: str, space_name: str, metric: str, trials: Optional[int],
@@ -71,8 +71,8 @@ def _settings(profile: Any, budget_text: str, space_name: str, metric: str, tria
     return settings
 
 
-def _search(options: ModelOptions, profile: Any, settings: Any, calib: Optional[int], jobs: int, device_list: list[str],
-            out: Path) -> None:
+def _search(options: ModelOptions, profile: Any, conditioning: Any, settings: Any, calib: Optional[int], jobs: int,
+            device_list: list[str], out: Path) -> None:
     """Open the study, generate (or read) the reference within the bound, search, then summarize and write."""
     from autodelta.cli.outputs import write_outputs
     from autodelta.evaluation.calibration import item_set
@@ -83,7 +83,6 @@ def _search(options: ModelOptions, profile: Any, settings: Any, calib: Optional[
     from autodelta.search.workers import WorkerPool
 
     placements = [replace(options, device=d).placement(profile) for d in device_list]
-    _, conditioning = prepare_inputs(profile, options)
     warn_random(profile, options.random_weights, conditioning)
     record = settings.space.range_set(profile.num_blocks) if sampler_name(settings) == "model" else ()
     factory = replace(evaluator_factory(profile, options, placements[0], calib, False), record=record)
